@@ -1,0 +1,109 @@
+"""One settings object for the whole product: environment variables ``STEADYFRAME_*``.
+
+CLI flags override fields through :func:`load_settings`. Importing this module never
+imports torch, so the server process can use it freely.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "steadyframe"
+
+
+class Settings(BaseSettings):
+    """Everything a deployment can configure; see README "Configuration"."""
+
+    model_config = SettingsConfigDict(env_prefix="STEADYFRAME_", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(default_factory=_default_data_dir, description="jobs, outputs, logs, built-in models")
+    models_dir: Path | None = Field(None, description="folder for weight files; default DATA_DIR/models")
+
+    # --- serving -----------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 7860
+    api_token: str | None = Field(None, description="bearer token; required when binding beyond loopback")
+    allow_unauthenticated_remote: bool = Field(False, description="explicitly allow a non-loopback bind without a token")
+
+    # --- models ------------------------------------------------------------------------
+    model: str | None = Field(None, description="repo id or local folder; None = built-in tiny model")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    upscale_model: Path | None = Field(None, description="Real-ESRGAN-family weight file (.pth/.safetensors)")
+    rife_model: Path | None = Field(None, description="RIFE weight file (flownet.pkl / Practical-RIFE)")
+
+    # --- limits ------------------------------------------------------------------------
+    max_queue: int = Field(100, ge=1, description="queued jobs before POST /v1/jobs answers 429")
+    max_upload_mb: float = Field(200.0, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard")
+    max_video_seconds: float = Field(120.0, gt=0)
+    max_prompt_chars: int = Field(2000, gt=0)
+
+    # --- execution ---------------------------------------------------------------------
+    workers: int | None = Field(None, description="worker processes; default one per visible GPU, one on CPU")
+    job_deadline_s: float = Field(3600.0, gt=0)
+    stall_timeout_s: float = Field(300.0, gt=0, description="no progress for this long = hung worker, killed")
+    cancel_grace_s: float = Field(15.0, gt=0)
+    max_attempts: int = Field(2, ge=1, description="runs of a job interrupted by a worker/server death")
+    recycle_after_jobs: int = Field(0, ge=0, description="restart the worker after N jobs; 0 = never")
+    rss_tolerance_mb: float = Field(400.0, gt=0, description="worker RSS above its empty baseline that triggers a recycle")
+    keep_alive_s: float = Field(600.0, ge=0, description="unload an idle model after this long")
+    release_after_job: bool = Field(False, description="unload every model after each job (shared machines)")
+    max_memory_level: int = Field(3, ge=0, le=3, description="highest OOM degrade level tried")
+    memory_budget_mb: float | None = Field(None, description="RAM/VRAM budget for loaded models; default auto")
+
+    # --- retention ---------------------------------------------------------------------
+    retention_days: float = Field(30.0, gt=0)
+    retention_max_gb: float = Field(50.0, gt=0)
+
+    # --- output ------------------------------------------------------------------------
+    crf: int = Field(18, ge=0, le=51, description="H.264 quality, lower is better")
+
+    # --- testing & integrations ----------------------------------------------------------
+    fault_injection: bool = Field(False, description="allow job specs to carry a fault (tests only)")
+    log_level: str = "INFO"
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for 'enhance prompt'")
+    llm_api_key: str | None = None
+    llm_model: str = "gpt-4o-mini"
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def builtin_models_dir(self) -> Path:
+        return self.data_dir / "builtin-models"
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.resolved_models_dir, self.outputs_dir, self.uploads_dir, self.logs_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with non-None ``overrides`` (CLI flags) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
