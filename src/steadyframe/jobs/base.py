@@ -1,0 +1,110 @@
+"""The job store interface the dispatcher, the API and the UI depend on; data types included.
+
+Implementations: ``steadyframe.jobs.sqlite.SqliteJobStore``. Every method is safe to call
+from several threads of the server process; only the server process touches the store.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass
+class JobError:
+    kind: str
+    message: str
+    advice: str
+    error_id: str
+    stage: str | None = None
+    traceback: str | None = None  # kept for the log and the store; never sent to users
+
+
+@dataclass
+class JobProgress:
+    stage: str | None = None
+    step: int = 0
+    total: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total) if self.total else 0.0
+
+
+@dataclass
+class JobRecord:
+    id: str
+    status: JobStatus
+    spec: dict[str, Any]
+    attempt: int = 0
+    progress: JobProgress = field(default_factory=JobProgress)
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: dict[str, Any] | None = None  # JobResult.to_dict()
+    error: JobError | None = None
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+    worker_id: str | None = None
+
+
+class JobStore(ABC):
+    @abstractmethod
+    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+        """Queue a job; with a known ``idempotency_key`` return that job instead. -> (job, created)."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> JobRecord | None: ...
+
+    @abstractmethod
+    def list(self, *, status: JobStatus | None = None, limit: int = 50) -> list[JobRecord]:
+        """Newest first."""
+
+    @abstractmethod
+    def count(self, status: JobStatus) -> int: ...
+
+    @abstractmethod
+    def position(self, job_id: str) -> int | None:
+        """0-based place among queued jobs (0 = next to run); None when not queued."""
+
+    @abstractmethod
+    def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Queued: cancelled at once. Running: flag set, the dispatcher stops it. Terminal: unchanged."""
+
+    @abstractmethod
+    def claim_next(self, worker_id: str) -> JobRecord | None:
+        """Atomically move the oldest queued job to running for ``worker_id``."""
+
+    @abstractmethod
+    def update_progress(self, job_id: str, stage: str, step: int, total: int) -> None: ...
+
+    @abstractmethod
+    def finish_succeeded(self, job_id: str, result: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def finish_failed(self, job_id: str, error: JobError) -> None: ...
+
+    @abstractmethod
+    def finish_cancelled(self, job_id: str) -> None: ...
+
+    @abstractmethod
+    def requeue_or_fail(self, job_id: str, error: JobError, *, max_attempts: int) -> JobStatus:
+        """A run was interrupted (worker or server death): queued with attempt + 1, or failed past the limit."""
+
+    @abstractmethod
+    def recover_running(self, *, max_attempts: int) -> list[str]:
+        """On start: requeue (or fail as worker_lost) every job left running. -> their ids."""
