@@ -13,7 +13,6 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.torch: | $(BIN)/python
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)

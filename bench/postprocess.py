@@ -1,0 +1,192 @@
+"""Throughput and peak memory of the post-processing stages at 720×480, random weights.
+
+Prints one table row per (stage, model, size, tiling): output frames per second and peak
+memory above the starting level (CUDA: max allocated; CPU: sampled process RSS).
+
+    python bench/postprocess.py                      # tiny + full-size models, CPU or CUDA
+    python bench/postprocess.py --skip-full          # tiny models only (seconds)
+    python bench/postprocess.py --device cuda --frames 8 --full-frames 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import psutil
+import torch
+
+from steadyframe.contracts import LoadEachTime
+from steadyframe.postprocess import interpolate_frames, upscale_frames
+from steadyframe.postprocess.runtime import resolve_device
+from steadyframe.testing import tiny_weights
+
+HEIGHT, WIDTH = 480, 720
+
+
+@dataclass
+class Row:
+    stage: str
+    model: str
+    size: str
+    mode: str
+    frames_out: int
+    seconds: float
+    peak_mb: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.seconds if self.seconds > 0 else float("inf")
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[list[float]]:
+    """Yields a one-item list that holds the peak MB above the start once the block ends."""
+    result = [0.0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        yield result
+        torch.cuda.synchronize(device)
+        result[0] = (torch.cuda.max_memory_allocated(device) - start) / 2**20
+        return
+    process = psutil.Process()
+    start = process.memory_info().rss
+    peak = [start]
+    stop = threading.Event()
+
+    def sample() -> None:
+        # RSS sampling: CPU allocations have no peak counter that can be reset per run
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            stop.wait(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        sampler.join()
+        peak[0] = max(peak[0], process.memory_info().rss)
+        result[0] = (peak[0] - start) / 2**20
+
+
+def clip(frames: int) -> np.ndarray:
+    """A panning structured clip, RGB uint8 [frames, 480, 720, 3]."""
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    out = []
+    for index in range(frames):
+        shifted = xx - 3 * index
+        red = 128 + 100 * np.sin(shifted / 9) * np.cos(yy / 13)
+        green = shifted * 255 / WIDTH
+        blue = np.where(((shifted // 24 + yy // 24) % 2) == 0, 40, 220)
+        out.append(np.stack([red, green, blue], axis=-1).clip(0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap back to the OS so each row's RSS peak starts from a fair level."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
+
+
+def measure(
+    device: torch.device, work: Callable[[np.ndarray], np.ndarray], frames: np.ndarray
+) -> tuple[int, float, float]:
+    """Run ``work`` once on a small crop (warm-up: allocator, kernels), then time it on ``frames``."""
+    work(np.ascontiguousarray(frames[:, :64, :64]))
+    release_freed_memory()
+    with peak_memory(device) as peak:
+        start = time.perf_counter()
+        out = work(frames)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    return out.shape[0], seconds, peak[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--frames", type=int, default=3, help="input frames for tiny models")
+    parser.add_argument("--full-frames", type=int, default=1, help="input frames for full-size upscalers")
+    parser.add_argument("--tile", type=int, default=256, help="tile side for the tiled runs")
+    parser.add_argument("--skip-full", action="store_true", help="tiny models only")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    models = LoadEachTime()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        rrdb, compact = "RRDB x4plus", "Compact general-x4v3"
+        upscalers = [
+            (rrdb, "tiny", tiny_weights.save_realesrgan_x4plus(folder / "rrdb-tiny.pth"), args.frames),
+            (compact, "tiny", tiny_weights.save_realesr_general_x4v3(folder / "c-tiny.pth"), args.frames),
+        ]
+        rifes = [
+            ("RIFE v3 HD", "tiny", tiny_weights.save_rife_v3_hd(folder / "v3-tiny.pkl")),
+            ("RIFE 4.25", "tiny", tiny_weights.save_practical_rife_v4(folder / "v4-tiny.pkl")),
+        ]
+        if not args.skip_full:
+            full_compact = tiny_weights.save_realesr_general_x4v3(folder / "c.pth", full=True)
+            upscalers += [
+                (rrdb, "full", tiny_weights.save_realesrgan_x4plus(folder / "rrdb.pth", full=True), args.full_frames),
+                (compact, "full", full_compact, args.full_frames),
+            ]
+            rifes += [
+                ("RIFE v3 HD", "full", tiny_weights.save_rife_v3_hd(folder / "v3.pkl", full=True)),
+                ("RIFE 4.25", "full", tiny_weights.save_practical_rife_v4(folder / "v4.pkl", full=True)),
+            ]
+        for name, size, path, count in upscalers:
+            frames = clip(count)
+            for mode, tile in (("untiled", 0), (f"tiles {args.tile}", args.tile)):
+                out_frames, seconds, peak = measure(
+                    device,
+                    lambda batch: upscale_frames(
+                        batch, weights=path, scale=4, device=str(device), models=models,
+                        on_frame=lambda d, t: None, tile=tile,
+                    ),
+                    frames,
+                )
+                rows.append(Row("upscale x4", name, size, mode, out_frames, seconds, peak))
+                print(f"  done: upscale {name} {size} {mode}", flush=True)
+        frames = clip(args.frames)
+        for name, size, path in rifes:
+            for factor, flow_scale in ((2, 1.0), (4, 1.0), (2, 0.5)):
+                out_frames, seconds, peak = measure(
+                    device,
+                    lambda batch: interpolate_frames(
+                        batch, weights=path, factor=factor, device=str(device), models=models,
+                        on_frame=lambda d, t: None, flow_scale=flow_scale,
+                    ),
+                    frames,
+                )
+                # fps counts only the frames RIFE made, not the copied originals
+                made = out_frames - frames.shape[0]
+                rows.append(Row(f"interpolate x{factor}", name, size, f"flow_scale {flow_scale}", made, seconds, peak))
+                print(f"  done: interpolate {name} {size} x{factor} {flow_scale}", flush=True)
+    print(f"\ndevice={device} threads={torch.get_num_threads()} input={WIDTH}x{HEIGHT} torch={torch.__version__}")
+    print(f"{'stage':<15} {'model':<21} {'size':<5} {'mode':<15} {'frames':>6} {'fps':>8} {'peak MB':>9}")
+    for row in rows:
+        print(
+            f"{row.stage:<15} {row.model:<21} {row.size:<5} {row.mode:<15} {row.frames_out:>6} "
+            f"{row.fps:>8.3f} {row.peak_mb:>9.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Frame interpolation ×2 / ×4 with RIFE between every pair of neighbouring frames.
+
+Input and output: RGB ``uint8 [F, H, W, 3]``; the output has ``(F - 1) * factor + 1`` frames
+(see ``plan.py``). Both frames of a pair are padded the same way and the result is cropped
+back, so any size works (720×480, 1360×768, odd sizes). Pairs that are identical, or a scene
+cut, are not run through the network: the earlier frame is repeated, so a cut stays a cut.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from steadyframe.contracts import ModelProvider
+from steadyframe.errors import InvalidInputError, ModelUnavailableError
+from steadyframe.postprocess.plan import ALLOWED_FACTORS, interpolated_frame_count
+from steadyframe.postprocess.rife import FLOW_SCALES, RifeModel, load_rife
+from steadyframe.postprocess.runtime import check_frames, frame_to_tensor, resolve_device, tensor_to_frame
+from steadyframe.postprocess.scenecut import SCENE_CUT_SSIM, is_scene_cut
+
+
+def interpolate_frames(
+    frames: np.ndarray,
+    *,
+    weights: Path,
+    factor: int,
+    device: str,
+    models: ModelProvider,
+    on_frame: Callable[[int, int], None],
+    flow_scale: float = 1.0,
+    scene_cut_ssim: float = SCENE_CUT_SSIM,
+) -> np.ndarray:
+    """Interpolate ``frames`` by ``factor`` (1, 2 or 4) with the RIFE network in ``weights``.
+
+    ``flow_scale``: resolution at which RIFE estimates motion (1.0 native; 0.5 for upscaled or
+    4K frames, see ``plan.rife_flow_scale``); one of 0.25, 0.5, 1, 2, 4.
+    The network is held through ``models.acquire("rife:<file>@<device>", ...)``.
+    ``on_frame(done, total)`` runs after each output frame; whatever it raises propagates.
+    Returns RGB ``uint8 [(F - 1) * factor + 1, H, W, 3]``; original frames are kept bit-exact.
+    """
+    check_frames(frames, "Frame interpolation")
+    if factor not in ALLOWED_FACTORS:
+        raise InvalidInputError(f"Interpolation factor must be one of {ALLOWED_FACTORS}, got {factor}.")
+    if flow_scale not in FLOW_SCALES:
+        raise InvalidInputError(f"RIFE flow scale must be one of {FLOW_SCALES}, got {flow_scale}.")
+    count = frames.shape[0]
+    total = interpolated_frame_count(count, factor)
+    if total == count:
+        for index in range(count):
+            on_frame(index + 1, count)
+        return frames
+    target = resolve_device(device)
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelUnavailableError(f"The RIFE weight file '{path.name}' was not found.")
+    key = f"rife:{path.resolve()}@{target}"
+    size_mb = path.stat().st_size / 2**20
+    out = np.empty((total, *frames.shape[1:]), dtype=np.uint8)
+    with models.acquire(key, lambda: load_rife(path, target), size_mb=size_mb) as rife:
+        with torch.inference_mode():
+            _fill(out, frames, rife, factor, flow_scale, scene_cut_ssim, on_frame)
+    return out
+
+
+def _fill(
+    out: np.ndarray,
+    frames: np.ndarray,
+    rife: RifeModel,
+    factor: int,
+    flow_scale: float,
+    scene_cut_ssim: float,
+    on_frame: Callable[[int, int], None],
+) -> None:
+    """Write originals and in-betweens into ``out`` in time order, reporting each frame."""
+    total, height, width = out.shape[0], out.shape[1], out.shape[2]
+    done = 0
+
+    def emit(frame: np.ndarray) -> None:
+        nonlocal done
+        out[done] = frame
+        done += 1
+        on_frame(done, total)
+
+    emit(frames[0])
+    padded_next: torch.Tensor | None = None
+    for index in range(frames.shape[0] - 1):
+        first, second = frames[index], frames[index + 1]
+        if np.array_equal(first, second) or is_scene_cut(first, second, scene_cut_ssim):
+            padded_next = None
+            for _ in range(factor - 1):
+                emit(first)
+        else:
+            padded_first = padded_next
+            if padded_first is None:
+                padded_first = rife.pad(frame_to_tensor(first, rife.device, torch.float32), flow_scale)
+            padded_next = rife.pad(frame_to_tensor(second, rife.device, torch.float32), flow_scale)
+            for middle in rife.between(padded_first, padded_next, factor, flow_scale):
+                emit(tensor_to_frame(middle[:, :, :height, :width]))
+            del padded_first
+        emit(second)

@@ -1,0 +1,71 @@
+"""Device, precision, free memory and frame<->tensor conversion shared by both post stages.
+
+Colour order everywhere in post-processing: RGB, channels last ``uint8 [F, H, W, 3]`` outside,
+``float [N, 3, H, W]`` in ``[0, 1]`` inside the networks. Real-ESRGAN is trained on RGB; RIFE's
+reference video tools feed RGB too, so no channel swap happens anywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import psutil
+import torch
+
+from steadyframe.errors import InvalidInputError
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available else CPU; anything else is parsed by torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise InvalidInputError(f"Unknown device '{device}'.") from exc
+    return resolved
+
+
+def half_dtype(device: torch.device, *, supports_half: bool, supports_bfloat16: bool) -> torch.dtype:
+    """fp16 (else bf16) on CUDA when the network supports it; fp32 on CPU, where half is slow."""
+    if device.type != "cuda":
+        return torch.float32
+    if supports_half:
+        return torch.float16
+    if supports_bfloat16 and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Bytes the next allocation can use: free VRAM on CUDA, available RAM otherwise."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        # memory torch has cached but not handed out is usable by us as well
+        reserved_free = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + reserved_free)
+    return int(psutil.virtual_memory().available)
+
+
+def check_frames(frames: np.ndarray, what: str) -> None:
+    """Raise ``InvalidInputError`` unless ``frames`` is ``uint8 [F, H, W, 3]`` with F, H, W >= 1."""
+    if not isinstance(frames, np.ndarray):
+        raise InvalidInputError(f"{what} needs frames as a numpy array, got {type(frames).__name__}.")
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InvalidInputError(
+            f"{what} needs uint8 RGB frames shaped [frames, height, width, 3], "
+            f"got {frames.dtype} {tuple(frames.shape)}."
+        )
+    if min(frames.shape[:3]) < 1:
+        raise InvalidInputError(f"{what} got an empty video {tuple(frames.shape)}.")
+
+
+def frame_to_tensor(frame: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``uint8 [H, W, 3]`` -> ``[1, 3, H, W]`` in ``[0, 1]`` on ``device``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(frame)).to(device)
+    return tensor.permute(2, 0, 1).unsqueeze(0).to(dtype).div_(255.0)
+
+
+def tensor_to_frame(tensor: torch.Tensor) -> np.ndarray:
+    """``[1, 3, H, W]`` in ``[0, 1]`` -> ``uint8 [H, W, 3]`` (rounded, clamped) on the CPU."""
+    scaled = tensor[0].float().clamp(0.0, 1.0).mul(255.0).round_()
+    return scaled.to(torch.uint8).permute(1, 2, 0).cpu().numpy()

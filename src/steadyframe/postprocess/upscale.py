@@ -1,0 +1,186 @@
+"""Super-resolution of video frames through spandrel (Real-ESRGAN family and any other SR file).
+
+Input and output: RGB ``uint8 [F, H, W, 3]``. The network runs in fp16 (else bf16) on CUDA when
+its spandrel descriptor supports it, fp32 on CPU. Frames go through one at a time; a frame that
+does not fit the memory budget is tiled (``tiling.py``), several tiles per forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
+
+from steadyframe.contracts import ModelProvider
+from steadyframe.errors import InvalidInputError, ModelUnavailableError
+from steadyframe.postprocess.plan import ALLOWED_FACTORS
+from steadyframe.postprocess.runtime import (
+    check_frames,
+    frame_to_tensor,
+    free_memory_bytes,
+    half_dtype,
+    resolve_device,
+    tensor_to_frame,
+)
+from steadyframe.postprocess.tiling import plan_tiles, run_tiled
+
+logger = logging.getLogger(__name__)
+
+# share of free memory one frame's activations may use: CPU RAM is shared with the diffusion model
+_BUDGET_SHARE = {"cuda": 0.6, "cpu": 0.25}
+# live activations per network layer during a forward pass, a rough safety factor
+_LIVE_TENSORS = 3
+
+
+@dataclass
+class Upscaler:
+    """A loaded SR network on its device, plus what tiling needs to know about it."""
+
+    descriptor: ImageModelDescriptor
+    device: torch.device
+    dtype: torch.dtype
+    native_scale: int
+    multiple_of: int
+    bytes_per_pixel: float
+    architecture: str
+
+    def upscale(self, image: torch.Tensor, scale: int, *, tile: int | None = None) -> torch.Tensor:
+        """``[1, 3, H, W]`` in ``[0, 1]`` -> ``[1, 3, H*scale, W*scale]`` float32 in ``[0, 1]``.
+
+        When ``scale`` differs from the network's native scale, the network runs as many times as
+        needed to reach at least ``scale`` (×4 from a ×2 net: twice), then the result is resized
+        down with an antialiased bicubic filter (×2 from a ×4 net: one pass, then halved).
+        ``tile``: None = pick from free memory, 0 = never tile, N = N-pixel square tiles.
+        """
+        _, _, height, width = image.shape
+        reached, current = 1, image
+        while reached < scale:
+            plan = plan_tiles(
+                current.shape[2],
+                current.shape[3],
+                bytes_per_pixel=self.bytes_per_pixel,
+                budget_bytes=free_memory_bytes(self.device) * _BUDGET_SHARE.get(self.device.type, 0.25),
+                multiple_of=self.multiple_of,
+                tile=tile,
+            )
+            current = run_tiled(self._forward, current, self.native_scale, plan, align=self.multiple_of)
+            reached *= self.native_scale
+        if reached != scale:
+            current = F.interpolate(
+                current, size=(height * scale, width * scale), mode="bicubic", antialias=True, align_corners=False
+            ).clamp_(0.0, 1.0)
+        return current.float()
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.descriptor(batch.to(self.dtype))
+
+
+def _estimate_bytes_per_pixel(model: torch.nn.Module, scale: int, dtype: torch.dtype) -> float:
+    """Peak activation bytes per input pixel: widest conv, at the upsampled resolution, a few alive."""
+    widest = max((m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)), default=64)
+    element = torch.finfo(dtype).bits // 8
+    return float(element * widest * max(scale * scale, 4) * _LIVE_TENSORS)
+
+
+def load_upscaler(path: Path, device: torch.device, dtype: torch.dtype | None = None) -> Upscaler:
+    """Load an SR weight file through spandrel onto ``device`` (``dtype`` overrides fp16-on-CUDA).
+
+    Raises ``ModelUnavailableError`` when the file is missing, unreadable, not recognised, or
+    not a single-image super-resolution model (restoration, face or inpainting models).
+    """
+    name = Path(path).name
+    if not Path(path).is_file():
+        raise ModelUnavailableError(f"The upscaling weight file '{name}' was not found.")
+    problem: str | None = None
+    descriptor = None
+    try:
+        descriptor = ModelLoader(device="cpu").load_from_file(path)
+    except UnsupportedModelError:
+        problem = f"'{name}' is not an image model spandrel recognises, so it cannot be used for upscaling."
+    except ValueError as exc:  # spandrel's way of saying "unsupported extension"
+        logger.warning("could not load %s: %s", path, exc)
+        problem = f"'{name}' has an unsupported extension; use a .pth or .safetensors file."
+    except Exception as exc:  # truncated/corrupt files raise pickle, zip or safetensors errors
+        logger.warning("could not read %s: %s: %s", path, type(exc).__name__, exc)
+        problem = f"'{name}' could not be read ({type(exc).__name__}); the file may be incomplete or corrupt."
+    # raised outside the except blocks so the failed load's frames are not kept alive by chaining
+    if problem is not None:
+        raise ModelUnavailableError(problem, advice="Download the weight file again or choose another one.")
+    assert descriptor is not None
+    if not isinstance(descriptor, ImageModelDescriptor) or descriptor.purpose != "SR" or descriptor.scale < 2:
+        kind = getattr(descriptor, "purpose", "unknown")
+        arch = descriptor.architecture.name
+        del descriptor
+        raise ModelUnavailableError(
+            f"'{name}' is a {arch} {kind} model, not a single-image super-resolution model.",
+            advice="Use a Real-ESRGAN-family file such as RealESRGAN_x4plus.pth.",
+        )
+    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
+        channels = (descriptor.input_channels, descriptor.output_channels)
+        del descriptor
+        raise ModelUnavailableError(f"'{name}' works on {channels} channels; upscaling needs an RGB (3-channel) model.")
+    if dtype is None:
+        dtype = half_dtype(
+            device, supports_half=descriptor.supports_half, supports_bfloat16=descriptor.supports_bfloat16
+        )
+    descriptor.to(device).to(dtype).eval()
+    requirements = descriptor.size_requirements
+    return Upscaler(
+        descriptor=descriptor,
+        device=device,
+        dtype=dtype,
+        native_scale=descriptor.scale,
+        multiple_of=max(requirements.multiple_of, 1),
+        bytes_per_pixel=_estimate_bytes_per_pixel(descriptor.model, descriptor.scale, dtype),
+        architecture=descriptor.architecture.name,
+    )
+
+
+def upscale_frames(
+    frames: np.ndarray,
+    *,
+    weights: Path,
+    scale: int,
+    device: str,
+    models: ModelProvider,
+    on_frame: Callable[[int, int], None],
+    tile: int | None = None,
+) -> np.ndarray:
+    """Upscale every frame by ``scale`` (1, 2 or 4) with the SR network in ``weights``.
+
+    ``frames``: RGB ``uint8 [F, H, W, 3]``; returns RGB ``uint8 [F, H*scale, W*scale, 3]``.
+    ``scale`` may differ from the network's native scale: a ×4 net serves ×2 by upscaling ×4
+    then resizing down with an antialiased bicubic filter; a ×2 net serves ×4 by running twice.
+    The network is held through ``models.acquire("upscale:<file>@<device>", ...)``.
+    ``on_frame(done, total)`` runs after each output frame; whatever it raises propagates.
+    ``tile``: None = tile only when a frame does not fit free memory, 0 = never, N = N-px tiles.
+    """
+    check_frames(frames, "Upscaling")
+    if scale not in ALLOWED_FACTORS:
+        raise InvalidInputError(f"Upscale factor must be one of {ALLOWED_FACTORS}, got {scale}.")
+    count, height, width, _ = frames.shape
+    if scale == 1:
+        for index in range(count):
+            on_frame(index + 1, count)
+        return frames
+    target = resolve_device(device)
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelUnavailableError(f"The upscaling weight file '{path.name}' was not found.")
+    key = f"upscale:{path.resolve()}@{target}"
+    size_mb = path.stat().st_size / 2**20
+    out = np.empty((count, height * scale, width * scale, 3), dtype=np.uint8)
+    with models.acquire(key, lambda: load_upscaler(path, target), size_mb=size_mb) as upscaler:
+        with torch.inference_mode():
+            for index in range(count):
+                image = frame_to_tensor(frames[index], target, torch.float32)
+                out[index] = tensor_to_frame(upscaler.upscale(image, scale, tile=tile))
+                del image
+                on_frame(index + 1, count)
+    return out
