@@ -1,0 +1,250 @@
+"""``run_job``: one generation job from spec to files, stage by stage, reporting through hooks."""
+
+from __future__ import annotations
+
+import platform
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+import steadyframe
+from steadyframe.contracts import JobHooks, JobResult, ModelProvider
+from steadyframe.engine import stages
+from steadyframe.engine.devices import resolve_device
+from steadyframe.engine.loading import (
+    count_tokens,
+    load_pipeline,
+    load_tokenizer,
+    locate_weights,
+    pipeline_class,
+    torch_dtype,
+    weights_size_mb,
+)
+from steadyframe.engine.memory_levels import describe, effective_level
+from steadyframe.engine.plan import JobPlan, check_prompt_tokens, plan_job
+from steadyframe.media import load_image, load_video_frames
+from steadyframe.settings import Settings
+from steadyframe.spec import JobSpec
+from steadyframe.stages import Stage
+from steadyframe.video_io import write_gif, write_mp4, write_sidecar
+
+VIDEO_NAME, GIF_NAME, SIDECAR_NAME = "video.mp4", "preview.gif", "result.json"
+
+
+class _Clock:
+    """Wall time per stage, in seconds, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[str(name)] = round(self.timings.get(str(name), 0.0) + time.perf_counter() - start, 4)
+
+
+def _load_inputs(plan: JobPlan, settings: Settings) -> tuple[Image.Image | None, list[Image.Image] | None]:
+    spec = plan.spec
+    image = load_image(spec.image_path, settings, plan.width, plan.height) if spec.image_path else None
+    video = None
+    if spec.video_path:
+        video = load_video_frames(spec.video_path, settings, plan.width, plan.height, plan.fps, plan.num_frames)
+    return image, video
+
+
+def _check_tokens(tokenizer: Any, plan: JobPlan) -> None:
+    check_prompt_tokens(count_tokens(tokenizer, plan.spec.prompt))
+    if plan.spec.negative_prompt:
+        check_prompt_tokens(count_tokens(tokenizer, plan.spec.negative_prompt), what="negative prompt")
+
+
+def _check_tokens_on_disk(plan: JobPlan, folder: Path | None) -> bool:
+    """Count prompt tokens with the model's own tokenizer when its files are on disk -> checked?"""
+    if folder is None or not (folder / "tokenizer").is_dir():
+        return False
+    _check_tokens(load_tokenizer(folder), plan)
+    return True
+
+
+def _model_key(plan: JobPlan, folder: Path, mode: str, device: str, level: int) -> str:
+    cls = pipeline_class(plan.ref, mode).__name__
+    return f"{cls}:{folder}:{torch_dtype(plan.family, device)}:{device}:level{level}"
+
+
+def _generate(
+    plan: JobPlan, settings: Settings, hooks: JobHooks, models: ModelProvider, device: str, level: int, clock: _Clock
+) -> np.ndarray:
+    """LOAD, ENCODE_PROMPT, DENOISE, DECODE -> uint8 frames [F, H, W, 3]."""
+    with clock.stage("prepare"):
+        tokens_checked = _check_tokens_on_disk(plan, plan.ref.local_dir)
+        image, video = _load_inputs(plan, settings)
+    with ExitStack() as stack:
+        hooks.enter_stage(Stage.LOAD, 1)
+        with clock.stage(Stage.LOAD):
+            folder = locate_weights(plan.ref, settings)  # builds or downloads when absent
+            tokens_checked = tokens_checked or _check_tokens_on_disk(plan, folder)  # before the weights load
+
+            def loader() -> Any:
+                return load_pipeline(plan.ref, folder, mode=plan.mode, device=device, memory_level=level)
+
+            key = _model_key(plan, folder, plan.mode, device, level)
+            pipe = stack.enter_context(models.acquire(key, loader, size_mb=weights_size_mb(folder)))
+        hooks.step(Stage.LOAD, 1, 1)
+        if not tokens_checked:
+            _check_tokens(pipe.tokenizer, plan)
+        hooks.enter_stage(Stage.ENCODE_PROMPT, 1)
+        with clock.stage(Stage.ENCODE_PROMPT):
+            embeds = stages.encode_prompt(pipe, plan)
+        hooks.step(Stage.ENCODE_PROMPT, 1, 1)
+        hooks.enter_stage(Stage.DENOISE, plan.denoise_steps)
+        with clock.stage(Stage.DENOISE):
+            generator = torch.Generator().manual_seed(plan.seed)  # CPU generator: same noise on any device
+            latents = stages.denoise(
+                pipe,
+                plan,
+                embeds,
+                image=image,
+                video=video,
+                generator=generator,
+                on_step=lambda i, total: hooks.step(Stage.DENOISE, i, total),
+            )
+        del embeds, image, video
+        hooks.enter_stage(Stage.DECODE, 1)
+        with clock.stage(Stage.DECODE):
+            frames = stages.to_uint8(stages.decode(pipe, plan, latents))
+        del latents, pipe  # the provider alone decides whether the pipeline stays loaded
+        hooks.step(Stage.DECODE, 1, 1)
+    return frames
+
+
+def _postprocess(
+    frames: np.ndarray, plan: JobPlan, hooks: JobHooks, models: ModelProvider, device: str, clock: _Clock
+) -> np.ndarray:
+    """UPSCALE and INTERPOLATE when the spec asks for them."""
+    spec = plan.spec
+    if spec.upscale > 1:
+        from steadyframe.postprocess import upscale_frames
+
+        hooks.enter_stage(Stage.UPSCALE, len(frames))
+        with clock.stage(Stage.UPSCALE):
+            frames = upscale_frames(
+                frames,
+                weights=plan.upscale_weights,
+                scale=spec.upscale,
+                device=device,
+                models=models,
+                on_frame=lambda i, total: hooks.step(Stage.UPSCALE, i, total),
+            )
+    if spec.interpolate > 1:
+        from steadyframe.postprocess import interpolate_frames
+
+        hooks.enter_stage(Stage.INTERPOLATE, (len(frames) - 1) * spec.interpolate + 1)
+        with clock.stage(Stage.INTERPOLATE):
+            frames = interpolate_frames(
+                frames,
+                weights=plan.rife_weights,
+                factor=spec.interpolate,
+                device=device,
+                models=models,
+                on_frame=lambda i, total: hooks.step(Stage.INTERPOLATE, i, total),
+                flow_scale=0.5 if spec.upscale > 1 else 1.0,  # upscaled frames: estimate flow at half size
+            )
+    return frames
+
+
+def _versions() -> dict[str, str]:
+    import av
+    import diffusers
+    import transformers
+
+    return {
+        "steadyframe": steadyframe.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "av": av.__version__,
+    }
+
+
+def run_job(
+    spec: JobSpec,
+    settings: Settings,
+    out_dir: Path,
+    *,
+    hooks: JobHooks,
+    models: ModelProvider,
+    memory_level: int = 0,
+) -> JobResult:
+    """Validate ``spec``, generate, post-process and write ``video.mp4``, ``preview.gif`` and
+    ``result.json`` into ``out_dir`` -> the JobResult.
+
+    Raises InvalidInputError / ModelUnavailableError before any model loads when the spec, its
+    inputs or its model are unusable. Exceptions raised by ``hooks`` propagate untouched.
+    """
+    clock = _Clock()
+    with clock.stage("validate"):
+        plan = plan_job(spec, settings)
+        device = resolve_device(settings.device)
+        level = effective_level(memory_level, device)
+    frames = _generate(plan, settings, hooks, models, device, level, clock)
+    frames = _postprocess(frames, plan, hooks, models, device, clock)
+    fps = float(plan.fps * spec.interpolate)
+    count, height, width = frames.shape[:3]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video_path, gif_path, sidecar_path = out_dir / VIDEO_NAME, out_dir / GIF_NAME, out_dir / SIDECAR_NAME
+
+    hooks.enter_stage(Stage.ENCODE_VIDEO, count)
+    with clock.stage(Stage.ENCODE_VIDEO):
+        write_mp4(frames, video_path, fps=fps, crf=plan.crf, on_frame=lambda i, n: hooks.step(Stage.ENCODE_VIDEO, i, n))
+
+    hooks.enter_stage(Stage.SAVE, 2)
+    with clock.stage(Stage.SAVE):
+        write_gif(frames, gif_path, fps=fps, test_noise=plan.family.test_noise)
+        hooks.step(Stage.SAVE, 1, 2)
+        result = JobResult(
+            video_path=str(video_path),
+            gif_path=str(gif_path),
+            sidecar_path=str(sidecar_path),
+            seed=plan.seed,
+            frames=count,
+            fps=fps,
+            width=width,
+            height=height,
+            duration_s=round(count / fps, 4),
+            memory_level=level,
+            model=plan.ref.source,
+            family=plan.family.name,
+            test_noise=plan.family.test_noise,
+            timings=clock.timings,
+        )
+        sidecar = {
+            "model": plan.ref.source,
+            "family": plan.family.name,
+            "test_noise": plan.family.test_noise,
+            "settings": plan.settings_dict(),
+            "frames": count,
+            "fps": fps,
+            "width": width,
+            "height": height,
+            "duration_s": result.duration_s,
+            "device": device,
+            "dtype": str(torch_dtype(plan.family, device)).removeprefix("torch."),
+            "memory_level": level,
+            "memory_saving": describe(level),
+            "timings": clock.timings,
+            "versions": _versions(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_sidecar(sidecar, sidecar_path)
+        hooks.step(Stage.SAVE, 2, 2)
+    return result

@@ -1,0 +1,139 @@
+"""Find a model's weights on disk (build, find or download them) and load its diffusers pipeline.
+
+Every pipeline, built-in tiny ones included, is loaded through ``from_pretrained`` with the
+family's dtype and scheduler (trailing timestep spacing), then set to a memory-saving level.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from steadyframe.engine.memory_levels import apply_memory_level
+from steadyframe.engine.tiny_models import ensure_tiny_model
+from steadyframe.errors import ModelUnavailableError
+from steadyframe.families import Family, ModelRef
+from steadyframe.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def torch_dtype(family: Family, device: str) -> torch.dtype:
+    """The family's dtype; fp16 on a CPU becomes fp32 (CPU kernels for half precision are slow or missing)."""
+    if not device.startswith("cuda") and family.dtype == "float16":
+        return torch.float32
+    return _DTYPES[family.dtype]
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def locate_weights(ref: ModelRef, settings: Settings) -> Path:
+    """The folder holding ``ref``'s diffusers files: built (tiny), found, or downloaded with progress."""
+    family = ref.family
+    _quiet_library_progress()
+    if family.builtin:
+        assert ref.local_dir is not None
+        return ensure_tiny_model(family, ref.local_dir)
+    if ref.local_dir is not None:
+        return ref.local_dir
+    repo_id = ref.repo_id or family.repo_id
+    target = settings.resolved_models_dir / family.name
+    if _offline():
+        raise ModelUnavailableError(
+            f"The model {repo_id} is not downloaded and this machine is offline.",
+            advice=(
+                f"On a machine with internet run `hf download {repo_id} --local-dir {family.name}`, "
+                f"then copy the {family.name} folder into {target.parent} (STEADYFRAME_MODELS_DIR)."
+            ),
+        )
+    return _download(repo_id, family, target)
+
+
+def _download(repo_id: str, family: Family, target: Path) -> Path:
+    from huggingface_hub import snapshot_download
+
+    log.info("downloading %s into %s", repo_id, target)
+    failure = None
+    try:
+        snapshot_download(repo_id, local_dir=target)  # prints a progress bar per file
+    except Exception as exc:  # network, auth, disk: all mean "not available"; the reason goes to the log
+        failure = f"{type(exc).__name__}: {exc}"
+    if failure is not None:
+        log.warning("download of %s failed: %s", repo_id, failure)
+        raise ModelUnavailableError(
+            f"The model {repo_id} could not be downloaded.",
+            advice=f"Check the connection and disk space, or download it by hand into {target}.",
+        )
+    return target
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(folder: Path) -> Any:
+    """The pipeline's tokenizer alone: cheap enough to check prompt lengths before loading models."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder / "tokenizer")
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens the text encoder would see for ``text``, end token included (no truncation)."""
+    return len(tokenizer(text, add_special_tokens=True, truncation=False).input_ids)
+
+
+def pipeline_class(ref: ModelRef, mode: str) -> type:
+    """The diffusers pipeline class for a job ``mode`` on this model."""
+    from diffusers import CogVideoXImageToVideoPipeline, CogVideoXPipeline, CogVideoXVideoToVideoPipeline
+
+    if ref.family.task == "i2v":
+        return CogVideoXImageToVideoPipeline
+    return CogVideoXVideoToVideoPipeline if mode == "v2v" else CogVideoXPipeline
+
+
+def load_pipeline(ref: ModelRef, folder: Path, *, mode: str, device: str, memory_level: int) -> Any:
+    """Load ``folder`` as the pipeline for ``mode`` with the family's dtype and scheduler on ``device``."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+    family = ref.family
+    cls = pipeline_class(ref, mode)
+    _quiet_library_progress()
+    failure = None
+    try:
+        pipe = cls.from_pretrained(folder, dtype=torch_dtype(family, device))
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:  # missing/damaged files
+        failure = f"{type(exc).__name__}: {exc}"
+    if failure is not None:
+        # raised outside the except block so the failed load's frames are not kept alive
+        log.warning("loading %s failed: %s", ref.source, failure)
+        raise ModelUnavailableError(
+            f"The model {family.name} could not be loaded: its files are incomplete or damaged.",
+            advice="Download the model again.",
+        )
+    scheduler_cls = CogVideoXDDIMScheduler if family.scheduler == "ddim" else CogVideoXDPMScheduler
+    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.set_progress_bar_config(disable=True)  # progress goes through the job hooks
+    return apply_memory_level(pipe, memory_level, device)
+
+
+def _quiet_library_progress() -> None:
+    """Loading bars from diffusers/transformers would interleave with the job's own progress."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+def weights_size_mb(folder: Path) -> float:
+    """Size of the weight files on disk, a hint for the model manager's memory budget."""
+    files = [p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2**20
