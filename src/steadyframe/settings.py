@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     # --- testing & integrations ----------------------------------------------------------
     fault_injection: bool = Field(False, description="allow job specs to carry a fault (tests only)")
     log_level: str = "INFO"
+    log_to_stderr: bool = Field(True, description="also write the JSON log lines to stderr (the CLI turns this off)")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for 'enhance prompt'")
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"

@@ -28,6 +28,7 @@ from steadyframe.engine.loading import (
 from steadyframe.engine.memory_levels import describe, effective_level
 from steadyframe.engine.plan import JobPlan, check_prompt_tokens, plan_job
 from steadyframe.media import load_image, load_video_frames
+from steadyframe.postprocess.plan import interpolated_fps, interpolated_frame_count, rife_flow_scale
 from steadyframe.settings import Settings
 from steadyframe.spec import JobSpec
 from steadyframe.stages import Stage
@@ -146,7 +147,7 @@ def _postprocess(
     if spec.interpolate > 1:
         from steadyframe.postprocess import interpolate_frames
 
-        hooks.enter_stage(Stage.INTERPOLATE, (len(frames) - 1) * spec.interpolate + 1)
+        hooks.enter_stage(Stage.INTERPOLATE, interpolated_frame_count(len(frames), spec.interpolate))
         with clock.stage(Stage.INTERPOLATE):
             frames = interpolate_frames(
                 frames,
@@ -155,7 +156,7 @@ def _postprocess(
                 device=device,
                 models=models,
                 on_frame=lambda i, total: hooks.step(Stage.INTERPOLATE, i, total),
-                flow_scale=0.5 if spec.upscale > 1 else 1.0,  # upscaled frames: estimate flow at half size
+                flow_scale=rife_flow_scale(spec.upscale),
             )
     return frames
 
@@ -197,7 +198,7 @@ def run_job(
         level = effective_level(memory_level, device)
     frames = _generate(plan, settings, hooks, models, device, level, clock)
     frames = _postprocess(frames, plan, hooks, models, device, clock)
-    fps = float(plan.fps * spec.interpolate)
+    fps = float(interpolated_fps(plan.fps, spec.interpolate))
     count, height, width = frames.shape[:3]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

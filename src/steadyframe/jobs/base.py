@@ -70,6 +70,11 @@ class JobStore(ABC):
     @abstractmethod
     def get(self, job_id: str) -> JobRecord | None: ...
 
+    def find_by_idempotency_key(self, key: str) -> JobRecord | None:
+        """The job submitted with ``key``, or None. This default scans recent jobs; a store with an
+        index on the key should override it."""
+        return next((r for r in self.list(limit=100_000) if r.idempotency_key == key), None)
+
     @abstractmethod
     def list(self, *, status: JobStatus | None = None, limit: int = 50) -> list[JobRecord]:
         """Newest first."""
