@@ -1,0 +1,9 @@
+"""Supervisor: the dispatcher the server embeds and the worker pools it drives (no torch here).
+
+    dispatcher = Dispatcher(settings, store); dispatcher.start(); ...; dispatcher.stop()
+"""
+
+from steadyframe.supervisor.dispatcher import Dispatcher, DispatcherStats, WorkerInfo, WorkerState
+from steadyframe.supervisor.pool import WorkerPool, WorkerSlot
+
+__all__ = ["Dispatcher", "DispatcherStats", "WorkerInfo", "WorkerPool", "WorkerSlot", "WorkerState"]

@@ -1,0 +1,65 @@
+"""Memory figures and the one idempotent cleanup of a worker process (torch only if loaded)."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import platform
+import sys
+from functools import lru_cache
+
+import psutil
+
+_MB = 1024 * 1024
+
+
+@lru_cache(maxsize=1)
+def _libc_malloc_trim() -> object | None:
+    """glibc's malloc_trim, or None elsewhere (musl, macOS, Windows have no such call)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _torch():
+    """The torch module if this process already imported it; cleanup never imports it itself."""
+    return sys.modules.get("torch")
+
+
+def cleanup() -> None:
+    """Give memory back: gc, CUDA cache and IPC handles when CUDA is up, then malloc_trim(0).
+
+    Safe to call any number of times and in any state; it only releases what nothing references.
+    """
+    gc.collect()
+    torch = _torch()
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        # After a sticky device error every CUDA call raises again; the worker is recycled
+        # anyway, so cleanup must not turn that into a second failure.
+        for step in (torch.cuda.synchronize, torch.cuda.empty_cache, torch.cuda.ipc_collect):
+            try:
+                step()
+            except Exception:
+                break
+    trim = _libc_malloc_trim()
+    if trim is not None:
+        trim(0)  # type: ignore[operator]
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size of a process (this one by default), MB."""
+    return psutil.Process(pid).memory_info().rss / _MB
+
+
+def vram_mb() -> tuple[float, float]:
+    """(allocated, reserved) CUDA memory of this process in MB; zeros when CUDA is not in use."""
+    torch = _torch()
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return 0.0, 0.0
+    try:
+        return torch.cuda.memory_allocated() / _MB, torch.cuda.memory_reserved() / _MB
+    except Exception:  # a broken context cannot report; the supervisor still has RSS
+        return 0.0, 0.0
