@@ -1,0 +1,68 @@
+"""Turns internal job records into the public ``JobView``: URLs instead of paths, no tracebacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steadyframe.jobs.base import JobRecord, JobStatus
+from steadyframe.server.schemas import ErrorView, JobView, ProgressView, ResultView
+from steadyframe.server.uploads import UploadStore
+
+# Spec fields that hold machine paths: replaced by upload ids or dropped before leaving the server.
+_PATH_FIELDS = {"image_path": "image_upload", "video_path": "video_upload"}
+_HIDDEN_FIELDS = ("upscale_model", "rife_model")
+
+
+def public_spec(spec: dict[str, Any], uploads: UploadStore) -> dict[str, Any]:
+    """``spec`` with every path replaced by its upload id (or removed)."""
+    shown = {k: v for k, v in spec.items() if k not in _PATH_FIELDS and k not in _HIDDEN_FIELDS}
+    for path_field, id_field in _PATH_FIELDS.items():
+        if spec.get(path_field):
+            shown[id_field] = uploads.id_of(spec[path_field])
+    return shown
+
+
+def job_view(record: JobRecord, uploads: UploadStore, *, position: int | None = None) -> JobView:
+    """The API's view of ``record``; ``position`` is its queue place when the caller looked it up."""
+    result = None
+    if record.status == JobStatus.SUCCEEDED and record.result:
+        data = record.result
+        result = ResultView(
+            video_url=f"/v1/jobs/{record.id}/video",
+            gif_url=f"/v1/jobs/{record.id}/gif",
+            seed=int(data["seed"]),
+            frames=int(data["frames"]),
+            fps=float(data["fps"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+            duration_s=float(data["duration_s"]),
+            memory_level=int(data.get("memory_level", 0)),
+            test_noise=bool(data.get("test_noise", False)),
+        )
+    error = None
+    if record.error is not None:
+        error = ErrorView(
+            kind=record.error.kind,
+            message=record.error.message,
+            advice=record.error.advice,
+            error_id=record.error.error_id,
+            stage=record.error.stage,
+        )
+    return JobView(
+        id=record.id,
+        status=record.status.value,
+        attempt=record.attempt,
+        position=position,
+        progress=ProgressView(
+            stage=record.progress.stage,
+            step=record.progress.step,
+            total=record.progress.total,
+            fraction=record.progress.fraction,
+        ),
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        spec=public_spec(record.spec, uploads),
+        result=result,
+        error=error,
+    )
