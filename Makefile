@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The torch build to install; override on a GPU box, e.g. TORCH_SPEC="torch==2.14.1 torchvision==0.29.1".
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
