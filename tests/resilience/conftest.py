@@ -21,7 +21,7 @@ from steadyframe.settings import Settings
 from steadyframe.supervisor import Dispatcher, WorkerSlot
 from steadyframe.supervisor.local import LocalProcessPool
 
-SYNTHETIC = "steadyframe.worker.synthetic:run_job"
+SYNTHETIC = "steadyframe.testing.synthetic_runner:run_job"
 READY_TIMEOUT_S = 180.0  # a cold worker start on a busy 2-core machine
 JOB_TIMEOUT_S = 180.0
 

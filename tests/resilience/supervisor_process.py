@@ -21,7 +21,7 @@ from steadyframe.supervisor.local import LocalProcessPool
 def main(data_dir: Path) -> None:
     settings = Settings(data_dir=data_dir, device="cpu", fault_injection=True, stall_timeout_s=30.0)
     store = SqliteJobStore(settings.jobs_db)
-    pool = LocalProcessPool(settings, [WorkerSlot("w0")], runner="steadyframe.worker.synthetic:run_job")
+    pool = LocalProcessPool(settings, [WorkerSlot("w0")], runner="steadyframe.testing.synthetic_runner:run_job")
     dispatcher = Dispatcher(settings, store, pool=pool)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

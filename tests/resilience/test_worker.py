@@ -12,7 +12,7 @@ from steadyframe.worker import faults, memory
 from steadyframe.worker.ladder import next_level, supported_levels
 from steadyframe.worker.messages import JobDone, JobFailed, Progress, RunJob
 from steadyframe.worker.process import Worker
-from steadyframe.worker.synthetic import run_job as synthetic_run_job
+from steadyframe.testing.synthetic_runner import run_job as synthetic_run_job
 
 BALLAST_MB = 400
 # Anything well under the ballast proves it was freed; the rest is allocator noise.

@@ -132,3 +132,15 @@ def test_a_bug_in_a_route_answers_500_with_an_error_id_that_is_logged(idle_app: 
     assert "error id err-" in body["detail"] and "exploded" not in body["detail"]
     error_id = body["detail"].split("error id ")[1].rstrip(")")
     assert any(getattr(r, "error_id", None) == error_id and "store exploded" in r.traceback for r in records)
+
+
+def test_a_spec_the_model_cannot_run_is_422_and_queues_nothing(idle_app: IdleApp) -> None:
+    client, store, _ = idle_app
+    frames = client.post("/v1/jobs", json={"prompt": "a boat", "num_frames": 50})  # tiny 1.0: 8N+1, at most 17
+    assert frames.status_code == 422, frames.text
+    assert "frame" in frames.json()["detail"][0]["msg"] and frames.json()["advice"]
+    weights = client.post("/v1/jobs", json={"prompt": "a boat", "upscale": 2})  # no upscaler weights installed
+    assert weights.status_code == 422, weights.text
+    assert "RealESRGAN" in weights.json()["detail"][0]["msg"]
+    assert "/" not in weights.json()["detail"][0]["msg"].split("http")[0]  # names the file, not a path
+    assert store.list() == []

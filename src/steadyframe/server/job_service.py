@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from steadyframe.errors import InvalidInputError
+from steadyframe.engine.plan import plan_job
+from steadyframe.errors import InvalidInputError, ModelUnavailableError
 from steadyframe.jobs.base import JobRecord, JobStatus, JobStore
 from steadyframe.server.schemas import JobCreate
 from steadyframe.server.uploads import UploadStore
@@ -107,7 +108,16 @@ class JobService:
                 {"loc": ["body", *[str(p) for p in e["loc"]]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
             ]
             raise JobRejected(details[0]["msg"], "Fix the fields listed and send the job again.", details) from None
+        self._check_against_model(spec)
         return spec.model_dump(mode="json")
+
+    def _check_against_model(self, spec: JobSpec) -> None:
+        """Reject now what the worker would reject (family rules, inputs, weight files): nothing is queued."""
+        try:
+            plan_job(spec, self.settings)
+        except (InvalidInputError, ModelUnavailableError) as exc:
+            detail = [{"loc": ["body"], "msg": exc.message, "type": exc.kind.value}]
+            raise JobRejected(exc.message, exc.advice or "Fix the job and send it again.", detail) from None
 
     def submit(self, request: JobCreate, *, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
         """Queue ``request``. -> (job, created). Raises ``JobRejected``, ``QueueFull``, ``IdempotencyConflict``."""
