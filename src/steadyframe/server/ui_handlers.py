@@ -21,6 +21,7 @@ import gradio as gr
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from steadyframe.engine.memory_levels import describe as describe_memory_level
 from steadyframe.errors import InvalidInputError
 from steadyframe.jobs.base import JobRecord, JobStatus
 from steadyframe.server.context import ServerContext
@@ -115,7 +116,8 @@ def status_card(record: JobRecord, ctx: ServerContext, position: int | None = No
         level = int(result.get("memory_level", 0) or 0)
         if level:
             lines.append(
-                f"<div class='sf-muted'>Recovered from out-of-memory by using memory-saving level {level}.</div>"
+                f"<div class='sf-muted'>Recovered from out-of-memory by {_esc(describe_memory_level(level))} "
+                f"(memory-saving level {level}).</div>"
             )
         if result.get("test_noise"):
             lines.append(
