@@ -164,6 +164,15 @@ def test_stop_ends_every_worker_and_can_be_called_twice(harness_factory) -> None
     assert not harness.dispatcher.is_ready()
 
 
+def test_a_clean_stop_puts_the_running_job_back_in_the_queue_without_spending_an_attempt(harness_factory) -> None:
+    harness = harness_factory()
+    job_id = harness.submit({"prompt": "x", "fault": {"stage": "denoise", "kind": "hang"}})
+    harness.wait_status(job_id, "running")
+    harness.dispatcher.stop(timeout=10)
+    record = harness.store.get(job_id)
+    assert record is not None and record.status == "queued" and record.attempt == 0
+
+
 def test_importing_the_supervisor_and_store_does_not_import_torch() -> None:
     code = (
         "import sys, steadyframe.supervisor, steadyframe.supervisor.local, steadyframe.jobs.sqlite, "

@@ -111,6 +111,20 @@ def test_interrupted_job_with_a_cancel_request_ends_cancelled(store: SqliteJobSt
     assert store.requeue_or_fail(job.id, _error(), max_attempts=5) == JobStatus.CANCELLED
 
 
+def test_a_clean_stop_puts_a_running_job_back_without_spending_an_attempt(store: SqliteJobStore) -> None:
+    job = store.submit({"prompt": "a"})[0]
+    store.claim_next("w0")
+    store.update_progress(job.id, "denoise", 3, 10)
+    for _ in range(3):  # however often the server is restarted cleanly, the job is never failed for it
+        assert store.return_to_queue(job.id) == JobStatus.QUEUED
+        again = store.get(job.id)
+        assert again is not None and again.attempt == 0 and again.worker_id is None and again.progress.step == 0
+        store.claim_next("w0")
+    store.request_cancel(job.id)
+    assert store.return_to_queue(job.id) == JobStatus.CANCELLED
+    assert store.return_to_queue(job.id) == JobStatus.CANCELLED
+
+
 def test_jobs_survive_reopening_and_running_ones_are_recovered(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite3"
     first = SqliteJobStore(path)

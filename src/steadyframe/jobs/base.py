@@ -111,5 +111,10 @@ class JobStore(ABC):
         """A run was interrupted (worker or server death): queued with attempt + 1, or failed past the limit."""
 
     @abstractmethod
+    def return_to_queue(self, job_id: str) -> JobStatus:
+        """A clean server stop interrupted the run: queued again, attempt unchanged (not the job's fault).
+        A job whose cancel was requested is cancelled instead. -> the job's status afterwards."""
+
+    @abstractmethod
     def recover_running(self, *, max_attempts: int) -> list[str]:
         """On start: requeue (or fail as worker_lost) every job left running. -> their ids."""

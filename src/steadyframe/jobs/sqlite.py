@@ -252,6 +252,26 @@ class SqliteJobStore(JobStore):
         )
         return JobStatus.QUEUED
 
+    def return_to_queue(self, job_id: str) -> JobStatus:
+        with self._transaction() as conn:
+            record = self._fetch(conn, job_id)
+            if record is None:
+                raise KeyError(job_id)
+            if record.status != JobStatus.RUNNING:
+                return record.status
+            if record.cancel_requested:
+                conn.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ?",
+                    (JobStatus.CANCELLED.value, time.time(), job_id),
+                )
+                return JobStatus.CANCELLED
+            conn.execute(
+                "UPDATE jobs SET status = ?, worker_id = NULL, started_at = NULL, stage = NULL, step = 0, total = 0 "
+                "WHERE id = ?",
+                (JobStatus.QUEUED.value, job_id),
+            )
+            return JobStatus.QUEUED
+
     def recover_running(self, *, max_attempts: int) -> list[str]:
         from steadyframe.taxonomy import describe, new_error_id  # lazy: taxonomy is heavier than the store
 

@@ -530,15 +530,8 @@ class Dispatcher:
 
     def _requeue_on_stop(self, job_id: str) -> None:
         """Server shutdown is not the job's fault: back to queued without spending an attempt."""
-        record = self.store.get(job_id)
-        if record is None or record.status != JobStatus.RUNNING:
+        try:
+            status = self.store.return_to_queue(job_id)
+        except KeyError:  # deleted meanwhile: nothing to put back
             return
-        error = JobError(
-            kind=ErrorKind.WORKER_LOST.value,
-            message=describe(ErrorKind.WORKER_LOST).message,
-            advice=describe(ErrorKind.WORKER_LOST).advice,
-            error_id=new_error_id(),
-            traceback="the server stopped while this job was running",
-        )
-        # One more allowed attempt than used so far: a clean stop never fails a job.
-        self.store.requeue_or_fail(job_id, error, max_attempts=record.attempt + 2)
+        log.info("server stopping: job %s left %s", job_id, status.value, extra={"job_id": job_id})
