@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -41,3 +42,21 @@ def test_the_disk_cap_removes_the_oldest_finished_jobs_first(tmp_path: Path) -> 
     assert report.jobs_removed == 2
     assert [store.get(i) is None for i in ids] == [True, True, False, False]
     assert all((settings.outputs_dir / i).exists() for i in ids[2:])
+
+
+def test_old_uploads_go_unless_a_waiting_job_still_needs_them(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, retention_days=1)
+    settings.ensure_dirs()
+    store = SqliteJobStore(settings.jobs_db)
+    uploads = {}
+    for name in ("old", "needed", "fresh"):
+        folder = settings.uploads_dir / name
+        folder.mkdir()
+        (folder / "input.png").write_bytes(b"\0" * 100)
+        uploads[name] = folder
+    later = time.time() + 2 * 86400
+    store.submit({"prompt": "x", "mode": "i2v", "image_path": str(uploads["needed"] / "input.png")})
+    os.utime(uploads["fresh"], (later, later))  # uploaded "just now" from the point of view of ``later``
+    report = apply_retention(store, settings, now=later)
+    assert not uploads["old"].exists() and uploads["needed"].exists() and uploads["fresh"].exists()
+    assert report.bytes_freed == 100

@@ -116,5 +116,13 @@ class JobStore(ABC):
         A job whose cancel was requested is cancelled instead. -> the job's status afterwards."""
 
     @abstractmethod
+    def terminal_jobs_oldest_first(self, *, finished_before: float | None = None) -> list[JobRecord]:
+        """Finished jobs in finishing order, optionally only those finished before a time (retention)."""
+
+    @abstractmethod
+    def delete(self, job_ids: list[str]) -> int:
+        """Remove terminal jobs; queued or running ones are never deleted. -> rows removed."""
+
+    @abstractmethod
     def recover_running(self, *, max_attempts: int) -> list[str]:
         """On start: requeue (or fail as worker_lost) every job left running. -> their ids."""

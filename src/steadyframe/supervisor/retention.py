@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from steadyframe.jobs.base import JobStore
+from steadyframe.jobs.base import JobStatus, JobStore
 from steadyframe.logs import get_logger
 from steadyframe.settings import Settings
 
@@ -28,16 +28,15 @@ def _dir_bytes(path: Path) -> int:
 
 def apply_retention(store: JobStore, settings: Settings, *, now: float | None = None) -> RetentionReport:
     """Delete finished jobs (rows and their output folders) past ``retention_days``, then the
-    oldest finished ones until the outputs folder is under ``retention_max_gb``.
+    oldest finished ones until the outputs folder is under ``retention_max_gb``; and uploads older
+    than ``retention_days`` that no queued or running job still needs.
 
-    Queued and running jobs are never touched. Needs a store with ``terminal_jobs_oldest_first``
-    and ``delete`` (the SQLite store has both); other stores are left alone.
+    Queued and running jobs are never touched.
     """
-    oldest_first = getattr(store, "terminal_jobs_oldest_first", None)
-    delete = getattr(store, "delete", None)
-    if oldest_first is None or delete is None:
-        return RetentionReport(0, 0)
+    oldest_first = store.terminal_jobs_oldest_first
+    delete = store.delete
     now = time.time() if now is None else now
+    freed_uploads = _expire_uploads(store, settings, now)
     outputs = settings.outputs_dir
     removed: list[str] = []
     freed = 0
@@ -66,4 +65,28 @@ def apply_retention(store: JobStore, settings: Settings, *, now: float | None = 
     delete(removed)
     if removed:
         log.info("retention removed %d job(s), freed %.1f MB", len(removed), freed / 2**20)
-    return RetentionReport(len(removed), freed)
+    return RetentionReport(len(removed), freed + freed_uploads)
+
+
+def _expire_uploads(store: JobStore, settings: Settings, now: float) -> int:
+    """Delete upload folders older than ``retention_days`` unless a queued/running job uses them. -> bytes."""
+    root = settings.uploads_dir
+    if not root.is_dir():
+        return 0
+    in_use = {
+        Path(path).resolve().parent
+        for status in (JobStatus.QUEUED, JobStatus.RUNNING)
+        for record in store.list(status=status, limit=1_000_000)
+        for path in (record.spec.get("image_path"), record.spec.get("video_path"))
+        if path
+    }
+    cutoff = now - settings.retention_days * 86400
+    freed = 0
+    for folder in root.iterdir():
+        if folder.stat().st_mtime < cutoff and folder.resolve() not in in_use:
+            freed += _dir_bytes(folder) if folder.is_dir() else folder.stat().st_size
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                folder.unlink(missing_ok=True)
+    return freed
