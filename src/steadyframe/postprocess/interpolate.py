@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from steadyframe.contracts import ModelProvider
-from steadyframe.errors import InvalidInputError, ModelUnavailableError
+from steadyframe.errors import InvalidInputError
 from steadyframe.postprocess.plan import ALLOWED_FACTORS, interpolated_frame_count
 from steadyframe.postprocess.rife import FLOW_SCALES, RifeModel, load_rife
-from steadyframe.postprocess.runtime import check_frames, frame_to_tensor, resolve_device, tensor_to_frame
+from steadyframe.postprocess.runtime import check_frames, frame_to_tensor, resolve_device, tensor_to_frame, weight_file
 from steadyframe.postprocess.scenecut import SCENE_CUT_SSIM, is_scene_cut
 
 
@@ -53,13 +53,9 @@ def interpolate_frames(
             on_frame(index + 1, count)
         return frames
     target = resolve_device(device)
-    path = Path(weights)
-    if not path.is_file():
-        raise ModelUnavailableError(f"The RIFE weight file '{path.name}' was not found.")
-    key = f"rife:{path.resolve()}@{target}"
-    size_mb = path.stat().st_size / 2**20
+    file = weight_file(weights, kind="rife", what="RIFE", device=target)
     out = np.empty((total, *frames.shape[1:]), dtype=np.uint8)
-    with models.acquire(key, lambda: load_rife(path, target), size_mb=size_mb) as rife:
+    with models.acquire(file.key, lambda: load_rife(file.path, target), size_mb=file.size_mb) as rife:
         with torch.inference_mode():
             _fill(out, frames, rife, factor, flow_scale, scene_cut_ssim, on_frame)
     return out

@@ -7,11 +7,14 @@ reference video tools feed RGB too, so no channel swap happens anywhere.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import psutil
 import torch
 
-from steadyframe.errors import InvalidInputError
+from steadyframe.errors import InvalidInputError, ModelUnavailableError
 
 
 def resolve_device(device: str) -> torch.device:
@@ -69,3 +72,22 @@ def tensor_to_frame(tensor: torch.Tensor) -> np.ndarray:
     """``[1, 3, H, W]`` in ``[0, 1]`` -> ``uint8 [H, W, 3]`` (rounded, clamped) on the CPU."""
     scaled = tensor[0].float().clamp(0.0, 1.0).mul(255.0).round_()
     return scaled.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """A weight file as the model provider sees it: where, under which key, how big."""
+
+    path: Path
+    key: str
+    size_mb: float
+
+
+def weight_file(weights: Path | str, *, kind: str, what: str, device: torch.device) -> WeightFile:
+    """Check ``weights`` exists -> its provider key ``"<kind>:<abs path>@<device>"`` and size.
+
+    Raises ModelUnavailableError naming only the file name (``what`` says which weights)."""
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelUnavailableError(f"The {what} weight file '{path.name}' was not found.")
+    return WeightFile(path, f"{kind}:{path.resolve()}@{device}", path.stat().st_size / 2**20)

@@ -27,6 +27,7 @@ from steadyframe.postprocess.runtime import (
     half_dtype,
     resolve_device,
     tensor_to_frame,
+    weight_file,
 )
 from steadyframe.postprocess.tiling import plan_tiles, run_tiled
 
@@ -170,13 +171,9 @@ def upscale_frames(
             on_frame(index + 1, count)
         return frames
     target = resolve_device(device)
-    path = Path(weights)
-    if not path.is_file():
-        raise ModelUnavailableError(f"The upscaling weight file '{path.name}' was not found.")
-    key = f"upscale:{path.resolve()}@{target}"
-    size_mb = path.stat().st_size / 2**20
+    file = weight_file(weights, kind="upscale", what="upscaling", device=target)
     out = np.empty((count, height * scale, width * scale, 3), dtype=np.uint8)
-    with models.acquire(key, lambda: load_upscaler(path, target), size_mb=size_mb) as upscaler:
+    with models.acquire(file.key, lambda: load_upscaler(file.path, target), size_mb=file.size_mb) as upscaler:
         with torch.inference_mode():
             for index in range(count):
                 image = frame_to_tensor(frames[index], target, torch.float32)
