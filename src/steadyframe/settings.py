@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     workers: int | None = Field(None, description="worker processes; default one per visible GPU, one on CPU")
     job_deadline_s: float = Field(3600.0, gt=0)
     stall_timeout_s: float = Field(300.0, gt=0, description="no progress for this long = hung worker, killed")
+    worker_silence_timeout_s: float = Field(
+        60.0, gt=0, description="an idle worker silent (no heartbeat) for this long is frozen: killed and replaced"
+    )
     cancel_grace_s: float = Field(15.0, gt=0)
     max_attempts: int = Field(2, ge=1, description="runs of a job interrupted by a worker/server death")
     recycle_after_jobs: int = Field(0, ge=0, description="restart the worker after N jobs; 0 = never")

@@ -128,6 +128,20 @@ def test_an_external_sigkill_of_the_worker_is_survived_and_the_job_rerun(harness
     assert harness.worker_pid() != pid
 
 
+def test_a_frozen_idle_worker_is_replaced_and_the_next_job_runs(harness_factory) -> None:
+    harness = harness_factory(worker_silence_timeout_s=3.0)
+    pid = harness.wait_ready()
+    os.kill(pid, signal.SIGSTOP)  # frozen: alive, but its heartbeat thread says nothing
+    try:
+        new_pid = harness.wait_ready(not_pid=pid)
+    finally:
+        if psutil.pid_exists(pid):
+            os.kill(pid, signal.SIGCONT)  # let a survivor die normally
+    assert new_pid != pid
+    assert harness.dispatcher.stats().restarts.get("silent") == 1
+    assert harness.run({"prompt": "next"}).status == "succeeded"
+
+
 def test_a_job_that_ignores_cancel_is_killed_after_the_grace_period(harness_factory) -> None:
     harness = harness_factory(stall_timeout_s=60.0, cancel_grace_s=1.0)
     pid = harness.worker_pid()

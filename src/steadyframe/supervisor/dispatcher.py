@@ -89,6 +89,7 @@ class _Worker:
     restarts: int = 0
     crashes_in_a_row: int = 0
     spawned_at: float = 0.0
+    last_heard: float = 0.0  # any message; the worker's heartbeat thread speaks every second
     restart_at: float = 0.0
     exit_reason: str | None = None  # why we killed it, when we did
     job_id: str | None = None
@@ -234,7 +235,7 @@ class Dispatcher:
         with self._lock:
             worker.pid = pid
             worker.state = WorkerState.STARTING
-            worker.spawned_at = time.monotonic()
+            worker.spawned_at = worker.last_heard = time.monotonic()
             worker.memory = None
             worker.exit_reason = None
 
@@ -243,6 +244,7 @@ class Dispatcher:
         if worker is None:
             return
         message = event.message
+        worker.last_heard = time.monotonic()
         if isinstance(message, Ready):
             worker.state = WorkerState.IDLE
             worker.pid = message.pid
@@ -444,6 +446,15 @@ class Dispatcher:
                 self._kill(worker, "startup")
             elif worker.state == WorkerState.BUSY:
                 self._watch_job(worker, now)
+            elif worker.state == WorkerState.IDLE and now - worker.last_heard > self.settings.worker_silence_timeout_s:
+                # Busy workers are judged by job progress (stall timeout); an idle one only by its heartbeat.
+                log.error(
+                    "worker %s sent nothing for %.0f s while idle (frozen?); replacing it",
+                    worker.id,
+                    now - worker.last_heard,
+                    extra={"worker_id": worker.id},
+                )
+                self._kill(worker, "silent", dump_stacks=True)
         for worker in self._workers.values():
             if worker.state == WorkerState.IDLE:
                 self._claim(worker, now)
