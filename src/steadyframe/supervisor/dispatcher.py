@@ -357,7 +357,6 @@ class Dispatcher:
             detail = f"It was {exited.describe()}."
             if exited.signal_name == "SIGKILL":
                 detail += " The system may have run out of RAM."
-            described = describe(ErrorKind.WORKER_LOST, worker.stage, detail)
             report = (
                 f"worker {worker.id} (pid {worker.pid}) {exited.describe()} during stage {worker.stage}; "
                 f"last memory: {self._memory_words(memory)}"
@@ -365,25 +364,9 @@ class Dispatcher:
             last_words = self.pool.last_words(worker.id, worker.pid)
             if last_words:
                 report += "\n" + last_words
-            error = JobError(
-                kind=ErrorKind.WORKER_LOST.value,
-                message=described.message,
-                advice=described.advice,
-                error_id=new_error_id(),
-                stage=worker.stage,
-                traceback=report,
-            )
+            error = self._supervisor_error(ErrorKind.WORKER_LOST, worker, detail, report)
             status = self.store.requeue_or_fail(worker.job_id, error, max_attempts=self.settings.max_attempts)
-            log_failure(
-                log,
-                f"worker lost while running job; job is now {status.value}",
-                job_id=worker.job_id,
-                error_id=error.error_id,
-                kind=error.kind,
-                stage=worker.stage,
-                traceback=report,
-                worker_id=worker.id,
-            )
+            self._log_supervisor_error(worker, error, f"worker lost while running job; job is now {status.value}")
             if status.terminal:
                 self._finished[status.value] += 1
             worker.job_id = None
@@ -500,9 +483,35 @@ class Dispatcher:
         elif now - worker.last_progress > self.settings.stall_timeout_s:
             self._time_out(worker, f"It made no progress for {self.settings.stall_timeout_s:.0f} s.", "stall")
 
+    @staticmethod
+    def _supervisor_error(kind: ErrorKind, worker: _Worker, detail: str, report: str) -> JobError:
+        """A failure seen from outside the worker (death, timeout): user text from the taxonomy,
+        ``report`` (what the supervisor knows, the worker's last stacks) kept for the log."""
+        described = describe(kind, worker.stage, detail)
+        return JobError(
+            kind=kind.value,
+            message=described.message,
+            advice=described.advice,
+            error_id=new_error_id(),
+            stage=worker.stage,
+            traceback=report,
+        )
+
+    @staticmethod
+    def _log_supervisor_error(worker: _Worker, error: JobError, message: str) -> None:
+        log_failure(
+            log,
+            message,
+            job_id=worker.job_id,
+            error_id=error.error_id,
+            kind=error.kind,
+            stage=error.stage,
+            traceback=error.traceback,
+            worker_id=worker.id,
+        )
+
     def _time_out(self, worker: _Worker, detail: str, reason: str) -> None:
         assert worker.job_id is not None
-        described = describe(ErrorKind.TIMEOUT, worker.stage, detail)
         pid = worker.pid
         self._kill(worker, reason, dump_stacks=True)  # first, so the report can say where it hung
         report = f"worker {worker.id} (pid {pid}) killed: {reason} in stage {worker.stage}; " + (
@@ -511,25 +520,9 @@ class Dispatcher:
         stacks = self.pool.last_words(worker.id, pid)
         if stacks:
             report += "\nPython stacks when it was stopped:\n" + stacks
-        error = JobError(
-            kind=ErrorKind.TIMEOUT.value,
-            message=described.message,
-            advice=described.advice,
-            error_id=new_error_id(),
-            stage=worker.stage,
-            traceback=report,
-        )
+        error = self._supervisor_error(ErrorKind.TIMEOUT, worker, detail, report)
         self.store.finish_failed(worker.job_id, error)
-        log_failure(
-            log,
-            f"job timed out ({reason})",
-            job_id=worker.job_id,
-            error_id=error.error_id,
-            kind=error.kind,
-            stage=worker.stage,
-            traceback=report,
-            worker_id=worker.id,
-        )
+        self._log_supervisor_error(worker, error, f"job timed out ({reason})")
         self._finished[JobStatus.FAILED.value] += 1
         self._detach_job(worker)
 
