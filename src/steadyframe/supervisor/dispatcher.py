@@ -310,16 +310,7 @@ class Dispatcher:
                 traceback=message.traceback,
             )
             self.store.finish_failed(message.job_id, error)
-            log_failure(
-                log,
-                f"job failed: {message.message}",
-                job_id=message.job_id,
-                error_id=message.error_id,
-                kind=message.kind,
-                stage=message.stage,
-                traceback=message.traceback,
-                worker_id=worker.id,
-            )
+            self._log_job_error(worker, error, f"job failed: {message.message}")
             self._end_job(worker, JobStatus.FAILED.value)
         self._maybe_recycle(worker, sticky=message.recycle)
 
@@ -366,7 +357,7 @@ class Dispatcher:
                 report += "\n" + last_words
             error = self._supervisor_error(ErrorKind.WORKER_LOST, worker, detail, report)
             status = self.store.requeue_or_fail(worker.job_id, error, max_attempts=self.settings.max_attempts)
-            self._log_supervisor_error(worker, error, f"worker lost while running job; job is now {status.value}")
+            self._log_job_error(worker, error, f"worker lost while running job; job is now {status.value}")
             if status.terminal:
                 self._finished[status.value] += 1
             worker.job_id = None
@@ -498,7 +489,7 @@ class Dispatcher:
         )
 
     @staticmethod
-    def _log_supervisor_error(worker: _Worker, error: JobError, message: str) -> None:
+    def _log_job_error(worker: _Worker, error: JobError, message: str) -> None:
         log_failure(
             log,
             message,
@@ -522,7 +513,7 @@ class Dispatcher:
             report += "\nPython stacks when it was stopped:\n" + stacks
         error = self._supervisor_error(ErrorKind.TIMEOUT, worker, detail, report)
         self.store.finish_failed(worker.job_id, error)
-        self._log_supervisor_error(worker, error, f"job timed out ({reason})")
+        self._log_job_error(worker, error, f"job timed out ({reason})")
         self._finished[JobStatus.FAILED.value] += 1
         self._detach_job(worker)
 
