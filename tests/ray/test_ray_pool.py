@@ -1,0 +1,126 @@
+"""Workers as Ray actors on a local two-node cluster (synthetic runner: real torch work, no model
+files): placement on both nodes, progress, files back through the object store, cancel, an actor
+SIGKILLed mid-job and a node removed mid-job (requeued, succeeding elsewhere, never twice at once),
+and nodes joining. Shares one cluster and one dispatcher; the node-removal case runs last."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from steadyframe.supervisor import events as ev
+
+from .conftest import SYNTHETIC, LocalCluster, RayHarness, ray_settings
+
+LONG_JOB = {"prompt": "a long one", "steps": 200, "num_frames": 1024}
+
+
+@pytest.fixture(scope="module")
+def harness(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHarness]:
+    settings = ray_settings(tmp_path_factory.mktemp("server"), max_attempts=3)
+    h = RayHarness(settings, SYNTHETIC).start(workers=2)
+    yield h
+    h.stop()
+
+
+def _never_twice_at_once(h: RayHarness, job_id: str) -> None:
+    """Each run of the job started only after the worker of the run before had ended."""
+    timeline = [e for e in h.events if getattr(e, "job_id", None) == job_id or isinstance(e, ev.WorkerEnded)]
+    running: str | None = None
+    for event in timeline:
+        if isinstance(event, ev.JobStarted) and event.job_id == job_id:
+            assert running is None, f"job {job_id} started on {event.worker_id} while running on {running}"
+            running = event.worker_id
+        elif isinstance(event, ev.WorkerEnded) and event.worker_id == running:
+            running = None
+        elif isinstance(event, ev.JobSucceeded | ev.JobFailed | ev.JobCancelled) and event.job_id == job_id:
+            running = None
+
+
+def test_jobs_run_on_both_nodes_with_progress_and_files_coming_back(harness: RayHarness, cluster: LocalCluster) -> None:
+    infos = harness.wait_idle(2)
+    assert len({w.node for w in infos}) == 2 and all("127.0.0.1" in w.node for w in infos)
+    first, second = harness.submit({"prompt": "one", "steps": 3}), harness.submit({"prompt": "two", "steps": 3})
+    records = [harness.wait_terminal(first), harness.wait_terminal(second)]
+    assert [r.status for r in records] == ["succeeded", "succeeded"], [r.error for r in records]
+    assert {r.worker_id for r in records} == {w.id for w in infos}  # one each: both nodes work
+    server_outputs = harness.settings.outputs_dir
+    for record in records:
+        assert record.result is not None
+        for key in ("video_path", "gif_path", "sidecar_path"):
+            if not record.result[key]:
+                continue  # the synthetic runner writes only its video
+            path = Path(record.result[key])
+            assert path.parent == server_outputs / record.id and path.stat().st_size > 0
+        stages = [e.stage for e in harness.of(ev.JobStageChanged, record.id)]
+        assert stages[0] == "load" and "denoise" in stages and stages[-1] == "save"
+    for node_dir in cluster.node_dirs:  # the nodes keep nothing of a finished job
+        assert not any((node_dir / "outputs").glob("*/video.*"))
+
+
+def test_cancel_reaches_a_job_running_on_a_remote_actor(harness: RayHarness) -> None:
+    harness.wait_idle(2)
+    job_id = harness.submit(LONG_JOB)
+    harness.wait_for(job_id, lambda r: r.progress.stage == "denoise" and r.progress.step >= 1, "to denoise")
+    pid = harness.worker_running(job_id).pid
+    harness.store.request_cancel(job_id)
+    harness.dispatcher.wake()
+    record = harness.wait_terminal(job_id, timeout=60)
+    assert record.status == "cancelled"
+    assert not harness.of(ev.WorkerEnded)  or all(e.job_id != job_id for e in harness.of(ev.WorkerEnded))
+    assert pid in {w.pid for w in harness.wait_idle(2)}  # it stopped by itself: the same actor goes on
+
+
+def test_sigkill_of_an_actors_process_mid_job_requeues_it_onto_another_worker(harness: RayHarness) -> None:
+    harness.wait_idle(2)
+    job_id = harness.submit(LONG_JOB | {"steps": 60})
+    harness.wait_for(job_id, lambda r: r.progress.stage == "denoise" and r.progress.step >= 1, "to denoise")
+    victim = harness.worker_running(job_id)
+    os.kill(victim.pid, signal.SIGKILL)  # the pid the actor reported in Ready
+    record = harness.wait_terminal(job_id)
+    assert record.status == "succeeded" and record.attempt == 1, record.error
+    ended = [e for e in harness.of(ev.WorkerEnded) if e.job_id == job_id]
+    assert len(ended) == 1 and ended[0].worker_id == victim.id and ended[0].planned is None
+    requeued = harness.of(ev.JobRequeued, job_id)
+    assert len(requeued) == 1 and requeued[0].attempt == 1
+    starts = harness.of(ev.JobStarted, job_id)
+    assert [s.attempt for s in starts] == [0, 1]
+    _never_twice_at_once(harness, job_id)
+    harness.wait_idle(2, not_pids={victim.pid})  # its slot got a fresh actor
+
+
+def test_removing_a_node_mid_job_requeues_it_and_a_joining_node_gets_a_worker(
+    harness: RayHarness, cluster: LocalCluster
+) -> None:
+    infos = harness.wait_idle(2)
+    second = next(w for w in infos if w.node != infos[0].node or True)
+    node_ids = {w.id: w.node for w in infos}
+    # Occupy the head node's worker briefly so the long job lands on the second node's.
+    head_worker = next(w.id for w in infos if cluster.second.node_id[:8] not in w.id)
+    blocker = harness.submit({"prompt": "blocker", "steps": 40})
+    harness.wait_for(blocker, lambda r: r.status == "running", "running")
+    job_id = harness.submit(LONG_JOB | {"steps": 60})
+    record = harness.wait_for(job_id, lambda r: r.progress.stage == "denoise" and r.progress.step >= 1, "to denoise")
+    lost_worker = record.worker_id
+    assert lost_worker != head_worker and cluster.second.node_id[:8] in lost_worker
+    cluster.remove_node(cluster.second)
+    record = harness.wait_terminal(job_id)
+    assert record.status == "succeeded" and record.attempt == 1 and record.worker_id == head_worker, record.error
+    ended = [e for e in harness.of(ev.WorkerEnded) if e.job_id == job_id]
+    assert len(ended) == 1 and ended[0].cause == "node_lost" and ended[0].worker_id == lost_worker
+    _never_twice_at_once(harness, job_id)
+    assert harness.wait_terminal(blocker).status == "succeeded"
+    deadline = time.monotonic() + 60
+    while lost_worker in {w.id for w in harness.dispatcher.workers()} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lost_worker not in {w.id for w in harness.dispatcher.workers()}  # its slot left with the node
+    joined = cluster.add_node()
+    new_id = next(
+        w.id for w in harness.wait_idle(2) if joined.node_id[:8] in w.id
+    )  # the new node's slot got a worker
+    assert new_id not in node_ids
