@@ -94,6 +94,60 @@ def test_sigkill_of_an_actors_process_mid_job_requeues_it_onto_another_worker(ha
     harness.wait_idle(2, not_pids={victim.pid})  # its slot got a fresh actor
 
 
+def test_a_frozen_actor_never_blocks_the_dispatcher_and_is_replaced(harness: RayHarness) -> None:
+    """SIGSTOP an idle actor's process: it cannot answer its poll, its stack request or anything.
+    The dispatcher keeps answering at once; the silence timeout ends the actor; a new one takes over."""
+    original = harness.dispatcher.settings
+    harness.dispatcher.settings = original.model_copy(update={"worker_silence_timeout_s": 3.0})
+    try:
+        victim = harness.wait_idle(2)[0]
+        os.kill(victim.pid, signal.SIGSTOP)
+        try:
+            slowest = 0.0
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                states = {w.id: w for w in harness.dispatcher.workers()}
+                harness.dispatcher.is_ready()
+                slowest = max(slowest, time.monotonic() - started)
+                if states[victim.id].pid not in (None, victim.pid) and states[victim.id].state == "idle":
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError(f"the frozen actor was not replaced: {harness.dispatcher.workers()}")
+        finally:
+            try:
+                os.kill(victim.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        assert slowest < 0.5  # reads never waited on the frozen node
+        ended = [e for e in harness.of(ev.WorkerEnded) if e.worker_id == victim.id and e.planned == "silent"]
+        assert len(ended) == 1
+    finally:
+        harness.dispatcher.settings = original
+
+
+def test_recycling_replaces_the_actor(harness: RayHarness) -> None:
+    original = harness.dispatcher.settings
+    harness.dispatcher.settings = original.model_copy(update={"recycle_after_jobs": 1})
+    try:
+        pids = {w.pid for w in harness.wait_idle(2)}
+        record = harness.run({"prompt": "recycle me", "steps": 2})
+        assert record.status == "succeeded"
+        recycled = [e for e in harness.of(ev.WorkerRecycled) if e.worker_id == record.worker_id]
+        assert recycled and recycled[-1].reason == "jobs"
+    finally:
+        harness.dispatcher.settings = original
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        slot = harness.worker(record.worker_id)
+        if slot.state == "idle" and slot.pid not in pids:
+            break  # a new actor in the same slot
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the recycled slot got no new actor: {harness.dispatcher.workers()}")
+
+
 def test_removing_a_node_mid_job_requeues_it_and_a_joining_node_gets_a_worker(
     harness: RayHarness, cluster: LocalCluster
 ) -> None:

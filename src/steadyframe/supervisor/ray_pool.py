@@ -31,7 +31,7 @@ PUMP_WAIT_S = 0.1  # how long the pump thread waits for any poll to answer
 NODES_EVERY_S = 2.0  # how often the node list is read
 STACKS_WAIT_S = 2.0  # a hung actor gets this long to hand over its stacks before the kill
 KILL_CONFIRM_S = 10.0  # a killed actor whose death Ray does not confirm is reported gone after this
-LAST_WORDS_WAIT_S = 5.0  # how long a dead actor's node gets to hand over its crash stacks
+LAST_WORDS_WAIT_S = 15.0  # how long a dead actor's node gets to hand over its crash stacks (a task there starts a process)
 UNREACHABLE_S = 30.0  # an actor unreachable this long (its node partitioned) is given up
 _FATAL_SIGNALS = {
     "Segmentation fault": "SIGSEGV",
