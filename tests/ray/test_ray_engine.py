@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from steadyframe.jobs.sqlite import SqliteJobStore
-from steadyframe.logs import find_error
+from steadyframe.logs import find_error, setup_logging
 from steadyframe.server.app import create_app
 from steadyframe.stages import Stage
 from steadyframe.supervisor import Dispatcher
@@ -74,6 +74,7 @@ def ray_engine(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
     settings = ray_settings(tmp_path_factory.mktemp("ray-server"), max_attempts=1, stall_timeout_s=8.0)
     _post_weights(settings.resolved_models_dir)  # the server checks names at submit
     harness = RayHarness(settings, ENGINE).start(workers=2)
+    harness.node_dirs = cluster.node_dirs  # type: ignore[attr-defined]
     yield harness
     harness.stop()
 
@@ -176,6 +177,8 @@ def test_t2v_i2v_v2v_with_post_stages_through_the_api_match_the_local_pool(
     finally:
         dispatcher.stop(timeout=15)
         store.close()
+        # Logging is per process: point the server log back at the Ray dispatcher's data folder.
+        setup_logging(ray_engine.settings.logs_dir, process_name="server", level="INFO", to_stderr=True)
     (tmp_path / "r").mkdir()
     (tmp_path / "l").mkdir()
     ray_out, local_out = _outcome(on_ray, tmp_path / "r"), _outcome(on_local, tmp_path / "l")
@@ -205,6 +208,11 @@ def test_fault_matrix_cells_on_the_ray_pool(ray_engine: RayHarness, kind: str) -
         assert record.error.message and record.error.advice and "/" not in record.error.message
         lines = find_error(harness.settings.logs_dir, record.error.error_id)
         assert any(fragment in (line.get("traceback") or "") for line in lines), (stage, lines)
+    deadline = time.monotonic() + 60  # a dead actor's scratch is removed by a task on its node
+    cluster_dirs = [Path(p) for p in harness.node_dirs]
+    while time.monotonic() < deadline and any((d / "outputs" / i).exists() for d in cluster_dirs for i in ids.values()):
+        time.sleep(0.5)
+    assert not any((d / sub / i).exists() for d in cluster_dirs for sub in ("outputs", "ray-inputs") for i in ids.values())
     if kind == "crash":
         assert all("SIGSEGV" in harness.store.get(i).error.message for i in ids.values())  # type: ignore[union-attr]
     fresh = harness.wait_idle(2, not_pids=pids)

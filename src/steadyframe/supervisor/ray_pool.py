@@ -57,6 +57,7 @@ class _Actor:
     handle: Any
     node_id: str
     pid: int | None = None
+    job_id: str | None = None  # the job it was sent and has not finished
     poll: Any = None  # the outstanding ``take`` call
     retry_poll_at: float = 0.0
     unavailable_since: float | None = None
@@ -104,6 +105,7 @@ class RayPool(WorkerPool):
         self._actors: dict[str, _Actor] = {}
         self._events: queue.Queue[PoolEvent | None] = queue.Queue()
         self._closing = threading.Event()
+        self._shutting_down = False
         self._next_nodes = 0.0
         self._alive_nodes: set[str] = set()
         self._node_names: dict[str, str] = {}  # every node seen, for words about lost ones
@@ -145,6 +147,8 @@ class RayPool(WorkerPool):
             if actor is None or actor.death is not None or actor.kill_requested:
                 return False
             handle = actor.handle
+            if isinstance(message, RunJob):
+                actor.job_id = message.job_id
         inputs = _read_inputs(message) if isinstance(message, RunJob) else None
         handle.deliver.remote(message, inputs)  # inputs travel through the object store
         return True
@@ -177,6 +181,7 @@ class RayPool(WorkerPool):
             actor.dump_stacks = dump_stacks
 
     def close(self, timeout: float) -> None:
+        self._shutting_down = True
         with self._lock:
             actors = list(self._actors.values())
         for actor in actors:
@@ -265,6 +270,8 @@ class RayPool(WorkerPool):
             return
         if isinstance(message, ray_actor.JobDoneWithFiles):
             message = self._store_outputs(message)
+        if isinstance(message, JobDone | JobFailed) and message.job_id == actor.job_id:
+            actor.job_id = None
         self._events.put(PoolEvent(worker_id, message))  # type: ignore[arg-type]
 
     def _store_outputs(self, message: ray_actor.JobDoneWithFiles) -> JobDone | JobFailed:
@@ -317,13 +324,15 @@ class RayPool(WorkerPool):
         """Seen dead: fetch the crash stacks it left on its node (bounded), then report."""
         if actor.death is not None:
             return
+        if self._shutting_down:  # ends are expected now: no stacks to fetch
+            cause, words = ExitCause.EXITED, "was stopped with the server"
         actor.death = (cause, words)
         now = time.monotonic()
-        if cause != ExitCause.NODE_LOST and actor.pid is not None and self._node_alive(actor.node_id):
-            # Its faulthandler file is on its node: a task there reads (and removes) it.
+        if not self._shutting_down and cause != ExitCause.NODE_LOST and actor.pid is not None and self._node_alive(actor.node_id):
+            # Its faulthandler file (and its job's scratch) is on its node: a task there reads and removes them.
             ref = self._last_words_task.options(
                 scheduling_strategy=self._affinity(actor.node_id, soft=False), num_cpus=0
-            ).remote(self._settings_json, worker_id, actor.pid)
+            ).remote(self._settings_json, worker_id, actor.pid, actor.job_id)
             if actor.killed_at is None and actor.start_failure is None:  # unexplained: wait for its words
                 actor.words_ref = ref
                 actor.words_deadline = now + LAST_WORDS_WAIT_S

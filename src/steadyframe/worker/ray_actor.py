@@ -203,11 +203,16 @@ class WorkerActor:
             return handle.read()
 
 
-def read_last_words(server_settings_json: str, worker_id: str, pid: int) -> str | None:
-    """Run on a dead actor's node: what its faulthandler wrote as it died (then the file goes)."""
+def read_last_words(server_settings_json: str, worker_id: str, pid: int, job_id: str | None = None) -> str | None:
+    """Run on a dead actor's node: what its faulthandler wrote as it died (then the file goes),
+    and the scratch files of the job it died in (its inputs, half-written outputs) go too."""
     from steadyframe.worker.process import last_words_path
 
-    path = last_words_path(node_settings(server_settings_json).logs_dir, worker_id, pid)
+    settings = node_settings(server_settings_json)
+    if job_id:
+        shutil.rmtree(inputs_dir(settings, job_id), ignore_errors=True)
+        shutil.rmtree(settings.outputs_dir / job_id, ignore_errors=True)
+    path = last_words_path(settings.logs_dir, worker_id, pid)
     try:
         text = path.read_text(errors="replace").strip()
         path.unlink()
