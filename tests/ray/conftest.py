@@ -165,13 +165,6 @@ def ray_settings(data_dir: Path, **overrides: Any) -> Settings:
     return Settings(**base)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every Ray test runs on one xdist worker (``--dist loadgroup``), so one cluster serves them all."""
-    for item in items:
-        if "tests/ray/" in str(item.fspath).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.xdist_group("ray-cluster"))
-
-
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = LocalCluster(tmp_path_factory.mktemp("ray-nodes"))

@@ -71,7 +71,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def ray_engine(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHarness]:
     for node_dir in cluster.node_dirs:
         _post_weights(node_dir / "models")  # each node's own copy, found by name
-    settings = ray_settings(tmp_path_factory.mktemp("ray-server"), max_attempts=1, stall_timeout_s=8.0)
+    # 15 s without progress = hung: a normal tiny job's longest quiet gap is about 1 s on an idle machine.
+    settings = ray_settings(tmp_path_factory.mktemp("ray-server"), max_attempts=1, stall_timeout_s=15.0)
     _post_weights(settings.resolved_models_dir)  # the server checks names at submit
     harness = RayHarness(settings, ENGINE).start(workers=2)
     harness.node_dirs = cluster.node_dirs  # type: ignore[attr-defined]

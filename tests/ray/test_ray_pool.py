@@ -151,29 +151,33 @@ def test_recycling_replaces_the_actor(harness: RayHarness) -> None:
 def test_removing_a_node_mid_job_requeues_it_and_a_joining_node_gets_a_worker(
     harness: RayHarness, cluster: LocalCluster
 ) -> None:
-    infos = harness.wait_idle(2)
-    node_ids = {w.id: w.node for w in infos}
-    # Occupy the head node's worker briefly so the long job lands on the second node's.
-    head_worker = next(w.id for w in infos if cluster.second.node_id[:8] not in w.id)
-    blocker = harness.submit({"prompt": "blocker", "steps": 40})
-    harness.wait_for(blocker, lambda r: r.status == "running", "running")
-    job_id = harness.submit(LONG_JOB | {"steps": 60})
-    record = harness.wait_for(job_id, lambda r: r.progress.stage == "denoise" and r.progress.step >= 1, "to denoise")
-    lost_worker = record.worker_id
-    assert lost_worker != head_worker and cluster.second.node_id[:8] in lost_worker
+    harness.wait_idle(2)
+    second = cluster.second.node_id[:8]
+    # One long job per worker; the one on the second node loses its node, the other is cancelled
+    # to free the head node's worker for the rerun.
+    first_id, other_id = harness.submit(LONG_JOB | {"steps": 60}), harness.submit(LONG_JOB | {"steps": 60})
+    for job_id in (first_id, other_id):
+        harness.wait_for(job_id, lambda r: r.progress.stage == "denoise" and r.progress.step >= 1, "to denoise")
+    records = {j: harness.store.get(j) for j in (first_id, other_id)}
+    job_id = next(j for j, r in records.items() if second in (r.worker_id or ""))  # type: ignore[union-attr]
+    blocker = next(j for j in records if j != job_id)
+    lost_worker, head_worker = records[job_id].worker_id, records[blocker].worker_id  # type: ignore[union-attr]
     cluster.remove_node(cluster.second)
+    harness.wait_for(job_id, lambda r: r.status == "queued" and r.attempt == 1, "requeued", timeout=120)
+    harness.store.request_cancel(blocker)
+    harness.dispatcher.wake()
+    assert harness.wait_terminal(blocker).status == "cancelled"
     record = harness.wait_terminal(job_id)
     assert record.status == "succeeded" and record.attempt == 1 and record.worker_id == head_worker, record.error
     ended = [e for e in harness.of(ev.WorkerEnded) if e.job_id == job_id]
     assert len(ended) == 1 and ended[0].cause == "node_lost" and ended[0].worker_id == lost_worker
+    assert "lost with its node" in ended[0].description
     _never_twice_at_once(harness, job_id)
-    assert harness.wait_terminal(blocker).status == "succeeded"
     deadline = time.monotonic() + 60
     while lost_worker in {w.id for w in harness.dispatcher.workers()} and time.monotonic() < deadline:
         time.sleep(0.2)
     assert lost_worker not in {w.id for w in harness.dispatcher.workers()}  # its slot left with the node
     joined = cluster.add_node()
-    new_id = next(
-        w.id for w in harness.wait_idle(2) if joined.node_id[:8] in w.id
-    )  # the new node's slot got a worker
-    assert new_id not in node_ids
+    cluster.second = joined
+    new_ids = [w.id for w in harness.wait_idle(2) if joined.node_id[:8] in w.id]
+    assert new_ids and lost_worker not in new_ids  # the new node's slot got a worker
