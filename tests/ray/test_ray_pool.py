@@ -155,7 +155,7 @@ def test_removing_a_node_mid_job_requeues_it_and_a_joining_node_gets_a_worker(
     second = cluster.second.node_id[:8]
     # One long job per worker; the one on the second node loses its node, the other is cancelled
     # to free the head node's worker for the rerun.
-    first_id, other_id = harness.submit(LONG_JOB | {"steps": 60}), harness.submit(LONG_JOB | {"steps": 60})
+    first_id, other_id = harness.submit(LONG_JOB), harness.submit(LONG_JOB)
     for job_id in (first_id, other_id):
         harness.wait_for(job_id, lambda r: r.progress.stage == "denoise" and r.progress.step >= 1, "to denoise")
     records = {j: harness.store.get(j) for j in (first_id, other_id)}
@@ -163,10 +163,10 @@ def test_removing_a_node_mid_job_requeues_it_and_a_joining_node_gets_a_worker(
     blocker = next(j for j in records if j != job_id)
     lost_worker, head_worker = records[job_id].worker_id, records[blocker].worker_id  # type: ignore[union-attr]
     cluster.remove_node(cluster.second)
-    harness.wait_for(job_id, lambda r: r.status == "queued" and r.attempt == 1, "requeued", timeout=120)
-    harness.store.request_cancel(blocker)
+    harness.wait_for(job_id, lambda r: r.attempt == 1, "requeued", timeout=120)
+    harness.store.request_cancel(blocker)  # a helper: cancelled, or done already
     harness.dispatcher.wake()
-    assert harness.wait_terminal(blocker).status == "cancelled"
+    assert harness.wait_terminal(blocker).status in ("cancelled", "succeeded")
     record = harness.wait_terminal(job_id)
     assert record.status == "succeeded" and record.attempt == 1 and record.worker_id == head_worker, record.error
     ended = [e for e in harness.of(ev.WorkerEnded) if e.job_id == job_id]

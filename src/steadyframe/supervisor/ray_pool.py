@@ -122,7 +122,7 @@ class RayPool(WorkerPool):
     def spawn(self, worker_id: str) -> None:
         with self._lock:
             slot = self._slots.get(worker_id)
-            if slot is None:
+            if slot is None or slot.node_id not in self._alive_nodes:
                 raise KeyError(f"no slot {worker_id} (its node left)")
             if worker_id in self._actors:
                 raise RuntimeError(f"worker {worker_id} still has an actor")
@@ -255,8 +255,12 @@ class RayPool(WorkerPool):
             except self._ray.exceptions.RayActorError as exc:
                 self._died(worker_id, actor, *self._cause(actor, exc))
                 continue
-            except Exception:  # a message that would not unpickle, a get timeout: try again
+            except self._ray.exceptions.ActorUnschedulableError:  # created for a node that left meanwhile
+                self._died(worker_id, actor, ExitCause.NODE_LOST, f"could not be placed: its node {self._node_words(actor.node_id)} is gone")
+                continue
+            except Exception:  # a message that would not unpickle, a get timeout: try again shortly
                 log.exception("reading worker %s's messages failed", worker_id)
+                actor.retry_poll_at = now + 0.5
                 continue
             actor.unavailable_since = None
             for message in messages:
