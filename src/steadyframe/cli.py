@@ -203,9 +203,12 @@ def serve(
     host: Optional[str] = typer.Option(None, "--host"),
     port: Optional[int] = typer.Option(None, "--port"),
     model: Optional[str] = typer.Option(None, "--model"),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="HOST:PORT of a Ray cluster: run the workers as Ray actors there"
+    ),
 ) -> None:
-    """Start the server: web UI, REST API and workers."""
-    settings = load_settings(host=host, port=port, model=model)
+    """Start the server: web UI, REST API and workers (local processes, or Ray actors with --ray-address)."""
+    settings = load_settings(host=host, port=port, model=model, ray_address=ray_address)
     from steadyframe.server.main import serve
 
     serve(settings)

@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     max_memory_level: int = Field(3, ge=0, le=3, description="highest OOM degrade level tried")
     memory_budget_mb: float | None = Field(None, description="RAM/VRAM budget for loaded models; default auto")
 
+    # --- cluster (Ray) -----------------------------------------------------------------
+    ray_address: str | None = Field(
+        None, description="HOST:PORT of an existing Ray cluster: run workers as Ray actors there; unset = local processes"
+    )
+    ray_cpus_per_worker: float | None = Field(
+        None, gt=0, description="CPU-only clusters: one worker per this many CPUs of a node; unset = one per node"
+    )
+
     # --- retention ---------------------------------------------------------------------
     retention_days: float = Field(30.0, gt=0)
     retention_max_gb: float = Field(50.0, gt=0)

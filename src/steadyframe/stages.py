@@ -19,7 +19,7 @@ class Stage(StrEnum):
 
 
 class FaultKind(StrEnum):
-    """What an injected fault does (see DESIGN.md "Fault injection")."""
+    """What an injected fault does (see docs/architecture.md "Fault points")."""
 
     OOM = "oom"
     DEVICE_ERROR = "device_error"

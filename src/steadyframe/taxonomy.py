@@ -151,7 +151,7 @@ def _short(exc: BaseException, limit: int = 200) -> str:
 
 
 def kind_of(exc: BaseException, stage: Stage | str | None = None) -> ErrorKind:
-    """The error kind of ``exc`` (see DESIGN.md "Error taxonomy")."""
+    """The error kind of ``exc`` (see docs/architecture.md "Error kinds")."""
     if isinstance(exc, SteadyframeError):
         return exc.kind
     names = _type_names(exc)

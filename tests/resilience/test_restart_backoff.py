@@ -9,7 +9,7 @@ from pathlib import Path
 from steadyframe.jobs.sqlite import SqliteJobStore
 from steadyframe.settings import Settings
 from steadyframe.supervisor import Dispatcher, WorkerPool, WorkerSlot
-from steadyframe.supervisor.pool import PoolEvent, WorkerExited
+from steadyframe.supervisor.pool import ExitCause, PoolEvent, WorkerExited
 
 
 class DyingPool(WorkerPool):
@@ -23,10 +23,9 @@ class DyingPool(WorkerPool):
     def slots(self) -> list[WorkerSlot]:
         return [WorkerSlot("w0")]
 
-    def spawn(self, worker_id: str) -> int | None:
+    def spawn(self, worker_id: str) -> None:
         self.spawned_at.append(time.monotonic())
-        self._pending.append(PoolEvent(worker_id, WorkerExited(-11)))
-        return 1000 + len(self.spawned_at)
+        self._pending.append(PoolEvent(worker_id, WorkerExited(ExitCause.CRASHED, "crashed with SIGSEGV")))
 
     def send(self, worker_id: str, message: object) -> bool:
         return False
@@ -42,9 +41,6 @@ class DyingPool(WorkerPool):
         self._wake.set()
 
     def kill(self, worker_id: str, *, dump_stacks: bool = False) -> None:
-        return None
-
-    def pid(self, worker_id: str) -> int | None:
         return None
 
     def close(self, timeout: float) -> None:

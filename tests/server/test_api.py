@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -269,6 +270,7 @@ def test_system_reports_memory_of_server_and_workers(live_server: LiveServer) ->
     worker = roles["worker"]
     assert worker["state"] in ("idle", "busy") and worker["pid"] and worker["rss_mb"] > 10
     assert worker["vram_allocated_mb"] is not None and worker["vram_reserved_mb"] is not None
+    assert worker["node"] == socket.gethostname() and worker["device"] == "cpu"  # where it runs
     assert system["ready"] is True and system["swap_total_mb"] >= 0 and system["ram_available_mb"] > 0
 
 

@@ -49,3 +49,5 @@ def test_metrics_pass_promtool_and_count_jobs_workers_and_stages(live_server: Li
     ]
     assert worker_rss and all(v > 0 for v in worker_rss)
     assert any(name == "steadyframe_workers" for name, _ in samples)
+    info = [dict(labels) for (name, labels), v in samples.items() if name == "steadyframe_worker_info" and v == 1]
+    assert info and all(i["node"] and i["device"] == "cpu" and i["state"] in ("idle", "busy") for i in info)

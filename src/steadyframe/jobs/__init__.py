@@ -1,1 +1,1 @@
-"""The job table: the single source of truth for every job (see DESIGN.md "Job lifecycle")."""
+"""The job table: the single source of truth for every job (see docs/architecture.md "Job lifecycle")."""

@@ -76,10 +76,17 @@ class SteadyframeCollector(Collector):
         jobs_done = CounterMetricFamily(
             "steadyframe_worker_jobs", "Jobs run by the current process of each worker.", labels=["worker"]
         )
+        info_metric = GaugeMetricFamily(
+            "steadyframe_worker_info",
+            "1 per worker: where it runs (node, device) and its state.",
+            labels=["worker", "node", "device", "state"],
+        )
         state_counts: Counter[str] = Counter()
         for info in dispatcher.workers() if dispatcher is not None else []:
             worker = str(info.id)
             state_counts[str(info.state)] += 1
+            node = str(getattr(info, "node", "") or "")
+            info_metric.add_metric([worker, node, str(getattr(info, "device", "") or ""), str(info.state)], 1.0)
             if info.pid is not None:  # a worker between processes has no memory to report
                 rss.add_metric(["worker", worker], info.rss_mb * _MB)
             if info.vram_allocated_mb is not None:
@@ -89,7 +96,7 @@ class SteadyframeCollector(Collector):
             jobs_done.add_metric([worker], info.jobs_done or 0)
         for state, count in sorted(state_counts.items()):
             states.add_metric([state], count)
-        yield from (rss, states, vram_alloc, vram_reserved, jobs_done)
+        yield from (rss, states, info_metric, vram_alloc, vram_reserved, jobs_done)
 
     def _dispatcher_stats(self) -> Iterator[Metric]:
         dispatcher = self.ctx.dispatcher

@@ -127,6 +127,8 @@ class ProcessView(BaseModel):
     jobs_done: int | None = None
     restarts: int | None = None
     loaded_models: list[str] = Field(default_factory=list)
+    node: str | None = Field(None, description="the machine: this host, or a Ray node's address (id)")
+    device: str | None = Field(None, description="what the worker runs on: cpu, cuda, ...")
 
 
 class SystemView(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any, Protocol
 from collections.abc import Sequence
 
@@ -29,7 +30,9 @@ def model_label(key: str) -> str:
 
 def server_process() -> ProcessView:
     rss = psutil.Process(os.getpid()).memory_info().rss
-    return ProcessView(role="server", id="server", pid=os.getpid(), state="serving", rss_mb=round(rss / _MB, 1))
+    return ProcessView(
+        role="server", id="server", pid=os.getpid(), state="serving", rss_mb=round(rss / _MB, 1), node=socket.gethostname()
+    )
 
 
 def worker_processes(dispatcher: WorkerSource | None) -> list[ProcessView]:
@@ -50,6 +53,8 @@ def worker_processes(dispatcher: WorkerSource | None) -> list[ProcessView]:
                 jobs_done=info.jobs_done,
                 restarts=info.restarts,
                 loaded_models=[model_label(str(m)) for m in info.loaded_models],
+                node=str(getattr(info, "node", "") or "") or None,
+                device=str(getattr(info, "device", "") or "") or None,
             )
         )
     return views

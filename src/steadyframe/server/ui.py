@@ -18,6 +18,8 @@ UI_PATH = "/ui"
 HISTORY_COLUMNS = ["job id", "mode", "status", "stage", "prompt", "created", "error id"]
 PROCESS_COLUMNS = [
     "process",
+    "node",
+    "device",
     "pid",
     "state",
     "RSS MB",

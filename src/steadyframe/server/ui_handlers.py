@@ -368,6 +368,8 @@ class UIHandlers:
         rows = [
             [
                 p.id,
+                p.node or "",
+                p.device or "",
                 p.pid,
                 p.state,
                 p.rss_mb,

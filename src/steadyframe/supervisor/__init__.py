@@ -3,7 +3,17 @@
     dispatcher = Dispatcher(settings, store); dispatcher.start(); ...; dispatcher.stop()
 """
 
-from steadyframe.supervisor.dispatcher import Dispatcher, DispatcherStats, WorkerInfo, WorkerState
-from steadyframe.supervisor.pool import WorkerPool, WorkerSlot
+from steadyframe.supervisor.dispatcher import Dispatcher, DispatcherStats, InvalidTransition, WorkerInfo, WorkerState
+from steadyframe.supervisor.pool import ExitCause, WorkerExited, WorkerPool, WorkerSlot
 
-__all__ = ["Dispatcher", "DispatcherStats", "WorkerInfo", "WorkerPool", "WorkerSlot", "WorkerState"]
+__all__ = [
+    "Dispatcher",
+    "DispatcherStats",
+    "ExitCause",
+    "InvalidTransition",
+    "WorkerExited",
+    "WorkerInfo",
+    "WorkerPool",
+    "WorkerSlot",
+    "WorkerState",
+]

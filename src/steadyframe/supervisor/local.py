@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
-import multiprocessing.connection
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 
 from steadyframe.logs import get_logger
 from steadyframe.settings import Settings
-from steadyframe.supervisor.pool import PoolEvent, WorkerExited, WorkerPool, WorkerSlot
+from steadyframe.supervisor.pool import ExitCause, PoolEvent, WorkerExited, WorkerPool, WorkerSlot
 from steadyframe.worker.messages import Shutdown, ToWorker
 from steadyframe.worker.process import DEFAULT_PRELOAD, DEFAULT_RUNNER, last_words_path, worker_main
 
@@ -21,6 +22,8 @@ log = get_logger("supervisor.pool")
 # spawn, never fork: a forked child of a process holding CUDA or torch threads is unsafe.
 _CTX = multiprocessing.get_context("spawn")
 _DUMP_WAIT_S = 0.3
+# Signals a process gets from its own fault (a crash), as opposed to one sent from outside.
+_CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGSYS}
 
 
 @dataclass
@@ -28,6 +31,23 @@ class _Running:
     process: SpawnProcess
     conn: Connection
     exited: bool = False
+    killed: bool = False  # we ended it (kill or close)
+
+
+def describe_exit(exitcode: int | None, *, killed_by_us: bool = False) -> tuple[ExitCause, str]:
+    """A POSIX exit status in the pool's words: (cause, "was killed by SIGKILL" / "crashed with SIGSEGV")."""
+    if exitcode is None:
+        return ExitCause.KILLED, "ended without an exit status"
+    if exitcode >= 0:
+        return ExitCause.EXITED, "exited normally" if exitcode == 0 else f"exited with code {exitcode}"
+    try:
+        sig: signal.Signals | None = signal.Signals(-exitcode)
+        name = sig.name
+    except ValueError:
+        sig, name = None, f"signal {-exitcode}"
+    if sig in _CRASH_SIGNALS and not killed_by_us:
+        return ExitCause.CRASHED, f"crashed with {name}"
+    return ExitCause.KILLED, f"was killed by {name}"
 
 
 class LocalProcessPool(WorkerPool):
@@ -43,7 +63,8 @@ class LocalProcessPool(WorkerPool):
     ) -> None:
         self._settings_json = settings.model_dump_json()
         self._logs_dir = settings.logs_dir
-        self._slots = list(slots)
+        host = socket.gethostname()
+        self._slots = [slot if slot.node else replace(slot, node=host) for slot in slots]
         self._runner = runner
         self._preload = preload if preload is not None else (DEFAULT_PRELOAD if runner == DEFAULT_RUNNER else ())
         self._running: dict[str, _Running] = {}
@@ -58,7 +79,7 @@ class LocalProcessPool(WorkerPool):
                 return slot
         raise KeyError(worker_id)
 
-    def spawn(self, worker_id: str) -> int | None:
+    def spawn(self, worker_id: str) -> None:
         old = self._running.get(worker_id)
         if old is not None and old.process.is_alive():
             raise RuntimeError(f"worker {worker_id} is still running (pid {old.process.pid})")
@@ -74,7 +95,6 @@ class LocalProcessPool(WorkerPool):
         child_conn.close()  # the child holds its end; closing ours lets EOF reach it when we go
         self._running[worker_id] = _Running(process, parent_conn)
         log.info("spawned worker %s (pid %s)", worker_id, process.pid, extra={"worker_id": worker_id})
-        return process.pid
 
     def send(self, worker_id: str, message: ToWorker) -> bool:
         running = self._running.get(worker_id)
@@ -107,10 +127,16 @@ class LocalProcessPool(WorkerPool):
                 running.process.join(timeout=5)
                 running.exited = True
                 running.conn.close()
-                if running.process.exitcode == 0:
-                    self.last_words(worker_id, running.process.pid)  # a clean exit has nothing to say
-                events.append(PoolEvent(worker_id, WorkerExited(running.process.exitcode)))
+                events.append(PoolEvent(worker_id, self._exit_event(worker_id, running)))
         return events
+
+    def _exit_event(self, worker_id: str, running: _Running) -> WorkerExited:
+        exitcode = running.process.exitcode
+        cause, words = describe_exit(exitcode, killed_by_us=running.killed)
+        last_words = self._last_words(worker_id, running.process.pid)
+        if exitcode == 0:
+            last_words = None  # a clean exit has nothing to say
+        return WorkerExited(cause, words, last_words)
 
     def _drain(self, worker_id: str, running: _Running) -> list[PoolEvent]:
         events: list[PoolEvent] = []
@@ -124,16 +150,18 @@ class LocalProcessPool(WorkerPool):
     def kill(self, worker_id: str, *, dump_stacks: bool = False) -> None:
         running = self._running.get(worker_id)
         if running is None or running.exited or not running.process.is_alive():
-            return
+            return  # gone already: its sentinel reports the exit
+        running.killed = True
         if dump_stacks and running.process.pid is not None:
             try:
-                os.kill(running.process.pid, signal.SIGUSR1)
-                time.sleep(_DUMP_WAIT_S)  # faulthandler writes from its C signal handler: quick
+                os.kill(running.process.pid, signal.SIGUSR1)  # faulthandler: every thread's stack to its file
+                time.sleep(_DUMP_WAIT_S)  # written from a C signal handler: quick
             except ProcessLookupError:
                 return
         running.process.kill()
 
-    def last_words(self, worker_id: str, pid: int | None) -> str | None:
+    def _last_words(self, worker_id: str, pid: int | None) -> str | None:
+        """What a dead worker's faulthandler wrote (at a crash or a stack dump); None if nothing."""
         if pid is None:
             return None
         path = last_words_path(self._logs_dir, worker_id, pid)
@@ -144,19 +172,16 @@ class LocalProcessPool(WorkerPool):
             return None
         return text or None
 
-    def pid(self, worker_id: str) -> int | None:
-        running = self._running.get(worker_id)
-        return running.process.pid if running is not None and not running.exited else None
-
     def close(self, timeout: float) -> None:
         for worker_id in list(self._running):
             self.send(worker_id, Shutdown())
         deadline = time.monotonic() + timeout
-        for running in self._running.values():
+        for worker_id, running in self._running.items():
             running.process.join(max(0.0, deadline - time.monotonic()))
             if running.process.is_alive():
                 running.process.kill()
                 running.process.join(5)
             running.exited = True
             running.conn.close()
+            self._last_words(worker_id, running.process.pid)  # remove the file; nobody reads it now
         self._running.clear()

@@ -74,7 +74,7 @@ def run_one(spec: JobSpec, settings: Settings, out_dir: Path, hooks: JobHooks, *
     from steadyframe.supervisor.local import LocalProcessPool
     from steadyframe.supervisor.slots import default_slots
 
-    settings = settings.model_copy(update={"workers": 1})
+    settings = settings.model_copy(update={"workers": 1, "ray_address": None})  # one job, on this machine
     with tempfile.TemporaryDirectory(prefix="steadyframe-job-") as tmp:
         store = SqliteJobStore(Path(tmp) / "jobs.sqlite3")
         pool = None

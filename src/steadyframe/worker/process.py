@@ -1,8 +1,9 @@
 """The worker process: the only place torch lives. Spawned (never forked) by the supervisor.
 
-``worker_main`` runs: set up -> send Ready -> loop { RunJob -> run with the OOM ladder ->
-JobDone | JobFailed }. A listener thread receives CancelJob while a job runs and exits the
-process when the supervisor's end of the pipe closes; a heartbeat thread reports memory.
+``worker_main`` (a local process) and ``worker.ray_actor`` (a Ray actor) both run: ``start_worker``
+(set up -> send Ready) -> ``Worker.serve`` (loop { RunJob -> run with the OOM ladder -> JobDone |
+JobFailed }). Only the ``Channel`` differs. A listener thread receives CancelJob while a job runs
+(and ends the process when the supervisor is gone); a heartbeat thread reports memory.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from steadyframe.errors import ErrorKind, InvalidInputError
 from steadyframe.logs import get_logger, log_failure, setup_logging
@@ -143,7 +144,19 @@ def _memory_budget_mb(settings: Settings, device: str) -> float:
     return psutil.virtual_memory().total / 2**20 * 0.5
 
 
-class _Channel:
+class Channel(Protocol):
+    """The worker's end of its link to the supervisor: a pipe locally, a Ray actor on a cluster.
+
+    ``send`` is called from several threads; ``recv`` (listener thread) blocks for the next
+    message. Either ends the process when the supervisor is gone.
+    """
+
+    def send(self, message: object) -> None: ...
+
+    def recv(self) -> object: ...
+
+
+class PipeChannel:
     """The worker's end of the pipe; sends from several threads, exits if the supervisor is gone."""
 
     def __init__(self, conn: Connection) -> None:
@@ -167,8 +180,17 @@ class _Channel:
 class Worker:
     """State of one worker process: its models, the job running now and its cancel flag."""
 
-    def __init__(self, worker_id: str, settings: Settings, channel: _Channel, runner: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        settings: Settings,
+        channel: Channel,
+        runner: Callable[..., Any],
+        *,
+        where: str | None = None,
+    ) -> None:
         self.worker_id = worker_id
+        self.where = where  # the machine, named in messages that depend on it (a cluster node), or None
         self.settings = settings
         self.channel = channel
         self.runner = runner
@@ -295,6 +317,8 @@ class Worker:
                 level = following
                 continue
             shutil.rmtree(out_dir, ignore_errors=True)  # no half-written outputs left behind
+            if failure.kind == ErrorKind.MODEL_UNAVAILABLE.value and self.where:
+                failure.message = f"{failure.message.rstrip('.')} (on node {self.where})."  # weights are per node
             if failure.kind != ErrorKind.CANCELLED.value:
                 log_failure(
                     log,
@@ -336,27 +360,25 @@ class Worker:
         return spec
 
 
-def worker_main(
-    conn: Connection,
+def start_worker(
+    channel: Channel,
     worker_id: str,
-    settings_json: str,
-    gpu_index: int | None,
+    settings: Settings,
     runner_path: str = DEFAULT_RUNNER,
     preload: tuple[str, ...] = DEFAULT_PRELOAD,
-) -> None:
-    """Process entry point (spawned). Imports torch, reports Ready, serves jobs until Shutdown."""
-    _die_with_parent()
-    if gpu_index is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_index)  # before torch is imported
-    settings = Settings.model_validate_json(settings_json)
+    *,
+    where: str | None = None,
+) -> Worker:
+    """Everything a worker does before its first job, whatever carries its messages: logging,
+    last words, imports (torch), the empty baseline, the listener and heartbeat threads, Ready.
+    -> the Worker, whose ``serve()`` the caller runs."""
     setup_logging(
         settings.logs_dir, process_name=f"worker-{worker_id}", level=settings.log_level, to_stderr=settings.log_to_stderr
     )
     _enable_last_words(settings, worker_id)
-    channel = _Channel(conn)
     _thread_lock_for_tqdm()
     runner = _load_runner(runner_path, preload)  # imports torch (and the engine) before the baseline
-    worker = Worker(worker_id, settings, channel, runner)
+    worker = Worker(worker_id, settings, channel, runner, where=where)
     worker.measure_baseline()
     threading.Thread(target=worker.listen, name="listener", daemon=True).start()
     threading.Thread(target=worker.heartbeat, name="heartbeat", daemon=True).start()
@@ -370,5 +392,22 @@ def worker_main(
         )
     )
     log.info("worker %s ready on %s (baseline RSS %.0f MB)", worker_id, worker.device, worker.baseline_rss_mb)
+    return worker
+
+
+def worker_main(
+    conn: Connection,
+    worker_id: str,
+    settings_json: str,
+    gpu_index: int | None,
+    runner_path: str = DEFAULT_RUNNER,
+    preload: tuple[str, ...] = DEFAULT_PRELOAD,
+) -> None:
+    """Local process entry point (spawned). Imports torch, reports Ready, serves jobs until Shutdown."""
+    _die_with_parent()
+    if gpu_index is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_index)  # before torch is imported
+    settings = Settings.model_validate_json(settings_json)
+    worker = start_worker(PipeChannel(conn), worker_id, settings, runner_path, preload)
     worker.serve()
     log.info("worker %s shutting down", worker_id)
