@@ -52,7 +52,8 @@ def test_a_finished_jobs_files_leave_as_bytes_and_the_node_keeps_nothing(tmp_pat
     assert not out.exists()
 
 
-def test_the_channel_long_polls_and_keeps_only_the_latest_heartbeat(tmp_path: Path) -> None:
+def test_the_channel_long_polls_and_keeps_only_the_latest_heartbeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray_actor, "STAGE_HANDOVER_S", 0.05)  # no taker here while sending
     channel = ray_actor.ActorChannel(Settings(data_dir=tmp_path))
     started = time.monotonic()
     assert channel.take(0.2) == [] and time.monotonic() - started >= 0.15  # nothing: waits, then empty
@@ -65,3 +66,19 @@ def test_the_channel_long_polls_and_keeps_only_the_latest_heartbeat(tmp_path: Pa
     assert [m.stage for m in channel.take(5.0)] == ["decode"]  # wakes as soon as something is sent
     channel.deliver("hello")
     assert channel.recv() == "hello"
+
+
+def test_a_stage_change_returns_only_once_the_pool_has_taken_it(tmp_path: Path) -> None:
+    """An actor that dies in a new stage must not take that stage's name with it."""
+    channel = ray_actor.ActorChannel(Settings(data_dir=tmp_path))
+    taken: list[object] = []
+    taker = threading.Timer(0.3, lambda: taken.extend(channel.take(1.0)))
+    taker.start()
+    started = time.monotonic()
+    channel.send(Progress("j", "upscale", 0, 4))
+    waited = time.monotonic() - started
+    taker.join()
+    assert 0.2 <= waited < ray_actor.STAGE_HANDOVER_S and [m.stage for m in taken] == ["upscale"]
+    started = time.monotonic()
+    channel.send(Progress("j", "upscale", 1, 4))  # the same stage: no wait
+    assert time.monotonic() - started < 0.1

@@ -525,8 +525,9 @@ class Dispatcher:
                 stage=message.stage,
                 traceback=message.traceback,
             )
-            self.store.finish_failed(message.job_id, error)
+            # Logged before the store shows the job failed: whoever reads the error id finds its traceback.
             self._log_job_error(worker, job.id, error, f"job failed: {message.message}")
+            self.store.finish_failed(message.job_id, error)
             self._end_job(worker, JobStatus.FAILED.value)
             self._emit(
                 ev.JobFailed(
@@ -618,8 +619,9 @@ class Dispatcher:
         if exited.last_words:
             report += "\n" + exited.last_words
         error = self._supervisor_error(ErrorKind.WORKER_LOST, job.stage, detail, report)
+        self._log_job_error(worker, job.id, error, "worker lost while running job")
         status = self.store.requeue_or_fail(job.id, error, max_attempts=self.settings.max_attempts)
-        self._log_job_error(worker, job.id, error, f"worker lost while running job; job is now {status.value}")
+        log.info("job %s is now %s after its worker was lost", job.id, status.value, extra={"job_id": job.id})
         if status.terminal:
             self._finished[status.value] += 1
             self._emit(
@@ -643,8 +645,8 @@ class Dispatcher:
         if exited.last_words:
             report += "\nPython stacks when it was stopped:\n" + exited.last_words
         error = self._supervisor_error(ErrorKind.TIMEOUT, job.stage, ending.detail, report)
-        self.store.finish_failed(job.id, error)
         self._log_job_error(worker, job.id, error, f"job timed out ({ending.reason})")
+        self.store.finish_failed(job.id, error)
         self._finished[JobStatus.FAILED.value] += 1
         self._emit(ev.JobFailed(worker_id=worker.id, job_id=job.id, kind=error.kind, error_id=error.error_id, stage=job.stage))
 

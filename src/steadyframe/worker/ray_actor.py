@@ -23,7 +23,7 @@ from typing import Any
 
 from steadyframe.logs import get_logger
 from steadyframe.settings import Settings
-from steadyframe.worker.messages import Heartbeat, JobDone, JobFailed, RunJob
+from steadyframe.worker.messages import Heartbeat, JobDone, JobFailed, Progress, RunJob
 
 log = get_logger("worker.ray")
 
@@ -34,6 +34,9 @@ _NODE_LOCAL_FIELDS = ("data_dir", "models_dir")
 _NODE_OVERRIDABLE_FIELDS = ("upscale_model", "rife_model")
 
 Files = dict[str, tuple[str, bytes]]  # spec/result field -> (file name, content)
+# A stage change waits (up to this long) until the pool has taken it: if the actor dies in the new
+# stage, the server already knows which stage that was, as it does with a local worker's pipe.
+STAGE_HANDOVER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class ActorChannel:
         self._out: list[object] = []
         self._cond = threading.Condition()
         self._in: queue.Queue[object] = queue.Queue()
+        self._stage: tuple[str, str] | None = None  # (job id, stage) of the last Progress sent
 
     def send(self, message: object) -> None:
         if isinstance(message, JobDone | JobFailed):
@@ -119,6 +123,9 @@ class ActorChannel:
                 self._out = [m for m in self._out if not isinstance(m, Heartbeat)]
             self._out.append(message)
             self._cond.notify_all()
+        if isinstance(message, Progress) and (message.job_id, message.stage) != self._stage:
+            self._stage = (message.job_id, message.stage)
+            self.drained(timeout=STAGE_HANDOVER_S)
 
     def recv(self) -> object:
         return self._in.get()
