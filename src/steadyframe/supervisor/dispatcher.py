@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from steadyframe.errors import ErrorKind
 from steadyframe.jobs.base import JobError, JobStatus, JobStore
+from steadyframe.job_files import discard_job_scratch
 from steadyframe.logs import get_logger, log_failure, setup_logging
 from steadyframe.settings import Settings
 from steadyframe.supervisor import events as ev
@@ -623,6 +624,7 @@ class Dispatcher:
         status = self.store.requeue_or_fail(job.id, error, max_attempts=self.settings.max_attempts)
         log.info("job %s is now %s after its worker was lost", job.id, status.value, extra={"job_id": job.id})
         if status.terminal:
+            discard_job_scratch(self.settings.outputs_dir, job.id)  # a retry would have resumed from it
             self._finished[status.value] += 1
             self._emit(
                 ev.JobFailed(
@@ -636,6 +638,7 @@ class Dispatcher:
         """Record the end we decided before the kill (timeout, forced cancel), with the stacks it left."""
         ending = job.ending
         assert ending is not None
+        discard_job_scratch(self.settings.outputs_dir, job.id)
         if ending.status == JobStatus.CANCELLED:
             self.store.finish_cancelled(job.id)
             self._finished[JobStatus.CANCELLED.value] += 1
