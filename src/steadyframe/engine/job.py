@@ -201,8 +201,10 @@ def _upscale(
     spec = plan.spec
     tile: int | None = None  # first try: tiles only when a frame does not fit free memory
     while True:
-        hooks.enter_stage(Stage.UPSCALE, len(frames))
+        if tile is not None:
+            _release_memory()
         try:
+            hooks.enter_stage(Stage.UPSCALE, len(frames))
             out = upscale_frames(
                 frames,
                 weights=plan.upscale_weights,
@@ -217,7 +219,7 @@ def _upscale(
             if not is_out_of_memory(exc) or smaller is None:
                 raise
             tile = smaller
-            continue
+            continue  # the failed pass's memory is released at the top of the loop, once exc is gone
         if tile is not None:
             recoveries[Stage.UPSCALE.value] = f"{tile}-px tiles"
         return out
@@ -240,8 +242,10 @@ def _interpolate(
     spec = plan.spec
     flow_scale, where = rife_flow_scale(spec.upscale), device
     while True:
-        hooks.enter_stage(Stage.INTERPOLATE, interpolated_frame_count(len(frames), spec.interpolate))
+        if (flow_scale, where) != (rife_flow_scale(spec.upscale), device):
+            _release_memory()
         try:
+            hooks.enter_stage(Stage.INTERPOLATE, interpolated_frame_count(len(frames), spec.interpolate))
             out = interpolate_frames(
                 frames,
                 weights=plan.rife_weights,
