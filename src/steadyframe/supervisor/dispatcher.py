@@ -60,6 +60,8 @@ class WorkerState(StrEnum):
 
 _S = WorkerState
 # For each state, the states it may be entered from. Anything else is a bug, raised at once.
+IDLE_EXIT = "idle"  # the stop reason of a worker that idled past settings.idle_exit_after_s
+
 _ALLOWED_FROM: dict[WorkerState, frozenset[WorkerState]] = {
     _S.STARTING: frozenset({_S.ABSENT, _S.BACKOFF}),
     _S.IDLE: frozenset({_S.STARTING, _S.BUSY}),
@@ -126,6 +128,7 @@ class _Job:
     stage: str | None = None
     cancel_sent_at: float | None = None
     ending: _Ending | None = None
+    cold_start_s: float | None = None  # it woke a parked worker: that start is part of its time
 
 
 @dataclass
@@ -147,6 +150,10 @@ class _Worker:
     starts: int = 0
     crashes_in_a_row: int = 0
     restart_at: float = 0.0
+    idle_since: float = 0.0
+    ready_at: float = 0.0
+    parked: bool = False  # exited after idling (scale to zero): started again when a job waits
+    cold_start_s: float | None = None  # a parked worker's start time, owed to the job that woke it
 
     @property
     def id(self) -> str:
@@ -252,7 +259,8 @@ class Dispatcher:
 
     def is_ready(self) -> bool:
         with self._lock:
-            return any(w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in self._workers.values())
+            # a parked worker (scale to zero) counts: a job submitted now starts it and runs
+            return any(w.state in (WorkerState.IDLE, WorkerState.BUSY) or w.parked for w in self._workers.values())
 
     def workers(self) -> list[WorkerInfo]:
         with self._lock:
@@ -274,7 +282,7 @@ class Dispatcher:
         mem = w.memory
         return WorkerInfo(
             id=w.id,
-            state=w.state.value,
+            state="parked" if w.parked and w.state == WorkerState.ABSENT else w.state.value,
             pid=w.pid,
             rss_mb=mem.rss_mb if mem else 0.0,
             vram_allocated_mb=mem.vram_allocated_mb if mem else 0.0,
@@ -304,6 +312,11 @@ class Dispatcher:
             assert worker.job is not None, "a busy worker has a job"
         elif new == WorkerState.IDLE:
             assert worker.job is None, "an idle worker has no job"
+            worker.idle_since = now
+            if old == WorkerState.STARTING:
+                worker.ready_at = now
+                if worker.parked:
+                    worker.parked, worker.cold_start_s = False, now - worker.spawned_at
         elif new == WorkerState.STOPPING:
             worker.stop_reason = stop_reason
             worker.stop_requested_at = now
@@ -398,8 +411,9 @@ class Dispatcher:
                 log.info("worker slot %s is gone (its node left)", worker_id)
 
     def _wants_worker(self, worker: _Worker) -> bool:
-        """Whether an ABSENT slot should be started now (always, today; scale-to-zero decides here)."""
-        return True
+        """Whether an ABSENT slot should be started now: always, unless it was parked after idling
+        (scale to zero) and no job waits."""
+        return not worker.parked or self.store.count(JobStatus.QUEUED) > 0
 
     def _spawn(self, worker: _Worker) -> None:
         """ABSENT/BACKOFF -> STARTING; a pool that cannot start it -> BACKOFF with the crash delay.
@@ -491,7 +505,10 @@ class Dispatcher:
         job = self._current_job(worker, message.job_id)
         if job is None:
             return
-        self.store.finish_succeeded(message.job_id, message.result)
+        result = message.result
+        if job.cold_start_s is not None:  # the worker it woke (scale to zero) is part of its time
+            result = {**result, "timings": {"worker_start": round(job.cold_start_s, 4), **result.get("timings", {})}}
+        self.store.finish_succeeded(message.job_id, result)
         self._saw_memory(worker, message.memory)
         self._record_stages(message.stage_seconds)
         level = int(message.result.get("memory_level", 0) or 0)
@@ -595,6 +612,10 @@ class Dispatcher:
                 self._memory_words(memory),
                 extra={"worker_id": worker.id, "traceback": exited.last_words},
             )
+        if planned == IDLE_EXIT and job is None:
+            self._transition(worker, WorkerState.ABSENT)
+            worker.parked = True  # not a restart: started again by the next job (``_wants_worker``)
+            return
         worker.restarts += 1
         if planned is not None:
             # A death we caused: restart at once, no backoff.
@@ -707,6 +728,14 @@ class Dispatcher:
                 extra={"worker_id": worker.id},
             )
             self._stop(worker, "silent", dump_stacks=True)
+        elif state == WorkerState.IDLE and self._idle_too_long(worker, now):
+            log.info(
+                "worker %s idle for %.0f s: stopping it (scale to zero; the next job starts one)",
+                worker.id,
+                now - worker.idle_since,
+                extra={"worker_id": worker.id},
+            )
+            self._stop(worker, IDLE_EXIT)
         elif state == WorkerState.STOPPING and now - worker.stop_requested_at > STOP_CONFIRM_S:
             log.error(
                 "worker %s did not confirm its end within %.0f s; taking it for gone",
@@ -715,6 +744,10 @@ class Dispatcher:
                 extra={"worker_id": worker.id},
             )
             self._on_exit(worker, WorkerExited(ExitCause.KILLED, f"did not confirm its end within {STOP_CONFIRM_S:.0f} s"))
+
+    def _idle_too_long(self, worker: _Worker, now: float) -> bool:
+        limit = self.settings.idle_exit_after_s
+        return limit > 0 and now - worker.idle_since > limit and self.store.count(JobStatus.QUEUED) == 0
 
     def _requeue_orphan(self, job_id: str) -> None:
         error = self._orphans[job_id]
@@ -729,7 +762,8 @@ class Dispatcher:
         job = self.store.claim_next(worker.id)
         if job is None:
             return
-        worker.job = _Job(id=job.id, attempt=job.attempt, started=now, last_progress=now)
+        worker.job = _Job(id=job.id, attempt=job.attempt, started=now, last_progress=now, cold_start_s=worker.cold_start_s)
+        worker.cold_start_s = None
         self._transition(worker, WorkerState.BUSY)
         log.info("job %s started on %s (attempt %d)", job.id, worker.id, job.attempt + 1, extra={"job_id": job.id})
         self._emit(ev.JobStarted(worker_id=worker.id, job_id=job.id, attempt=job.attempt))
