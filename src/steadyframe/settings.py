@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         description="an idle worker exits after this long, so an idle server holds no torch, CUDA context or VRAM; "
         "the next job starts one. Unset = keep_alive_s; 0 = keep a warm worker for ever",
     )
+    stage_checkpoints: bool = Field(
+        True, description="keep each finished stage's latents/frames in the job folder so a retry resumes after it"
+    )
     release_after_job: bool = Field(False, description="unload every model after each job (shared machines)")
     max_memory_level: int = Field(3, ge=0, le=3, description="highest OOM degrade level tried")
     memory_budget_mb: float | None = Field(None, description="RAM/VRAM budget for loaded models; default auto")

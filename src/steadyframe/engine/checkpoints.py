@@ -52,7 +52,7 @@ class Checkpoint:
 
     def frames(self) -> np.ndarray:
         assert self.stage != Stage.DENOISE
-        return np.load(self.path, mmap_mode="r")
+        return np.load(self.path, mmap_mode="c")  # copy-on-write: writable, read lazily
 
 
 class StageCheckpoints:

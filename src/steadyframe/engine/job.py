@@ -333,7 +333,7 @@ def run_job(
         plan = plan_job(spec, settings)
         device = resolve_device(settings.device)
         level = effective_level(memory_level, device)
-        saved = StageCheckpoints(checkpoints_dir(out_dir), spec)
+        saved = StageCheckpoints(checkpoints_dir(out_dir) if settings.stage_checkpoints else None, spec)
         resume = saved.latest()
         if resume is not None:
             plan = replace(plan, seed=resume.seed)  # the seed the finished stages were made with
