@@ -130,3 +130,21 @@ def test_a_cancelled_job_leaves_the_model_loaded(engine: tuple[Harness, dict[str
     harness.wait_ready()
     loaded = [m for w in harness.dispatcher.workers() for m in w.loaded_models if m.startswith("pipeline:")]
     assert loaded, harness.dispatcher.workers()
+
+
+def test_the_next_job_of_the_same_shape_starts_at_the_learned_memory_level(
+    engine: tuple[Harness, dict[str, Any]],
+) -> None:
+    harness, _ = engine
+    harness.wait_ready()
+    shape = {"prompt": "a kite", "steps": 2, "num_frames": 17}  # a shape no other test here uses
+    first = harness.run({**shape, "fault": {"stage": "denoise", "kind": "oom", "only_at_level": 0}})
+    assert first.status == "succeeded" and first.result is not None, first.error
+    assert first.result["memory_level"] == 1 and not first.result.get("learned_start_level")
+
+    second = harness.run({**shape, "prompt": "another kite"})
+
+    assert second.status == "succeeded" and second.result is not None, second.error
+    assert second.result["learned_start_level"] == 1 and second.result["memory_level"] == 1
+    other = harness.run({"prompt": "a kite", "steps": 2, "num_frames": 9})  # another shape: from level 0
+    assert other.result is not None and other.result["memory_level"] == 0

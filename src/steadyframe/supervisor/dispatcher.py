@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from steadyframe.errors import ErrorKind
-from steadyframe.jobs.base import JobError, JobStatus, JobStore
+from steadyframe.jobs.base import JobError, JobStatus, JobStore, memory_shape_key
 from steadyframe.job_files import discard_job_scratch
 from steadyframe.logs import get_logger, log_failure, setup_logging
 from steadyframe.settings import Settings
@@ -129,6 +129,8 @@ class _Job:
     cancel_sent_at: float | None = None
     ending: _Ending | None = None
     cold_start_s: float | None = None  # it woke a parked worker: that start is part of its time
+    shape: str = ""  # ``memory_shape_key``: what its learned memory level is filed under
+    start_level: int = 0
 
 
 @dataclass
@@ -512,8 +514,10 @@ class Dispatcher:
         self._saw_memory(worker, message.memory)
         self._record_stages(message.stage_seconds)
         level = int(message.result.get("memory_level", 0) or 0)
-        if level:
+        if level > job.start_level:
             self._stats.oom_recoveries += 1
+        if level != job.start_level:
+            self.store.learn_level(job.shape, level)  # the next job of this shape starts there
         log.info("job %s succeeded on %s", message.job_id, worker.id, extra={"job_id": message.job_id})
         self._end_job(worker, JobStatus.SUCCEEDED.value)
         self._emit(
@@ -762,12 +766,17 @@ class Dispatcher:
         job = self.store.claim_next(worker.id)
         if job is None:
             return
-        worker.job = _Job(id=job.id, attempt=job.attempt, started=now, last_progress=now, cold_start_s=worker.cold_start_s)
+        shape = memory_shape_key(job.spec, worker.device)
+        start_level = self.store.learned_level(shape) or 0
+        worker.job = _Job(
+            id=job.id, attempt=job.attempt, started=now, last_progress=now, cold_start_s=worker.cold_start_s,
+            shape=shape, start_level=start_level,
+        )  # fmt: skip
         worker.cold_start_s = None
         self._transition(worker, WorkerState.BUSY)
         log.info("job %s started on %s (attempt %d)", job.id, worker.id, job.attempt + 1, extra={"job_id": job.id})
         self._emit(ev.JobStarted(worker_id=worker.id, job_id=job.id, attempt=job.attempt))
-        if not self.pool.send(worker.id, RunJob(job.id, job.spec, job.attempt)):
+        if not self.pool.send(worker.id, RunJob(job.id, job.spec, job.attempt, start_level)):
             log.warning("worker %s gone before it got job %s", worker.id, job.id)  # its exit event requeues it
 
     def _watch_job(self, worker: _Worker, now: float) -> None:

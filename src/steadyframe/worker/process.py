@@ -280,7 +280,9 @@ class Worker:
         """Run one job, stepping down the OOM ladder; never raises, never keeps an exception."""
         out_dir = self.settings.outputs_dir / job.job_id
         stage_seconds: dict[str, float] = {}
-        level = self.levels[0]
+        # start where jobs of this shape last succeeded (the store learned it), not at level 0 again
+        level = max([lv for lv in self.levels if lv <= job.start_level] or self.levels[:1])
+        first_level = level
         while True:
             failure: _Failure | None = None
             hooks: WorkerHooks | None = None
@@ -299,11 +301,14 @@ class Worker:
                 for name, seconds in hooks.stage_seconds.items():
                     stage_seconds[name] = stage_seconds.get(name, 0.0) + seconds
             if failure is None:
-                if level != self.levels[0]:
+                if level != first_level:
                     log.info("job recovered from out-of-memory by %s", describe_level(level), extra={"job_id": job.job_id})
                 self.models.after_job()
                 self.models.cleanup()
-                return JobDone(job.job_id, result.to_dict(), self.figures(), stage_seconds)
+                data = result.to_dict()
+                if first_level:
+                    data["learned_start_level"] = first_level  # began there: jobs of this shape needed it
+                return JobDone(job.job_id, data, self.figures(), stage_seconds)
             # Failure: give memory back, then decide (the exception is gone now). Only failures that
             # may have left a model in a bad state or memory short forget the loaded models.
             result = None
