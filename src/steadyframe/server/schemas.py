@@ -78,6 +78,9 @@ class ResultView(BaseModel):
     stage_recoveries: dict[str, str] = Field(
         default_factory=dict, description="stage -> the memory saving that got it past an out-of-memory"
     )
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="seconds per stage; worker_start when the job had to start a worker"
+    )
 
 
 class ErrorView(BaseModel):

@@ -41,6 +41,7 @@ def job_view(record: JobRecord, uploads: UploadStore, *, position: int | None = 
             learned_start_level=int(data.get("learned_start_level", 0) or 0),
             resumed_from=data.get("resumed_from"),
             stage_recoveries=dict(data.get("stage_recoveries") or {}),
+            timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
         )
     error = None
     if record.error is not None:
