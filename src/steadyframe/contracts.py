@@ -72,6 +72,8 @@ class JobResult:
     family: str = ""
     test_noise: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    resumed_from: str | None = None  # the last stage an earlier attempt finished (its checkpoint)
+    stage_recoveries: dict[str, str] = field(default_factory=dict)  # stage -> what got it past an OOM
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

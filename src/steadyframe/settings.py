@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     recycle_after_jobs: int = Field(0, ge=0, description="restart the worker after N jobs; 0 = never")
     rss_tolerance_mb: float = Field(400.0, gt=0, description="worker RSS above its empty baseline that triggers a recycle")
     keep_alive_s: float = Field(600.0, ge=0, description="unload an idle model after this long")
+    worker_idle_exit_s: float | None = Field(
+        None,
+        ge=0,
+        description="an idle worker exits after this long, so an idle server holds no torch, CUDA context or VRAM; "
+        "the next job starts one. Unset = keep_alive_s; 0 = keep a warm worker for ever",
+    )
+    stage_checkpoints: bool = Field(
+        True, description="keep each finished stage's latents/frames in the job folder so a retry resumes after it"
+    )
     release_after_job: bool = Field(False, description="unload every model after each job (shared machines)")
     max_memory_level: int = Field(3, ge=0, le=3, description="highest OOM degrade level tried")
     memory_budget_mb: float | None = Field(None, description="RAM/VRAM budget for loaded models; default auto")
@@ -86,6 +95,11 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for 'enhance prompt'")
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
+
+    @property
+    def idle_exit_after_s(self) -> float:
+        """Seconds an idle worker waits before it exits (0 = never)."""
+        return self.keep_alive_s if self.worker_idle_exit_s is None else self.worker_idle_exit_s
 
     @property
     def resolved_models_dir(self) -> Path:

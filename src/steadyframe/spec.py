@@ -28,6 +28,9 @@ class FaultSpec(BaseModel):
     only_at_level: int | None = Field(
         None, ge=0, le=3, description="fire only at this memory-saving level (tests the OOM ladder)"
     )
+    only_at_attempt: int | None = Field(
+        None, ge=0, le=100, description="fire only in this attempt (0 = the first run; tests resuming)"
+    )
 
 
 class JobSpec(BaseModel):

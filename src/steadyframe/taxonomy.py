@@ -173,6 +173,11 @@ def kind_of(exc: BaseException, stage: Stage | str | None = None) -> ErrorKind:
     return ErrorKind.INTERNAL
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory (host or device), as ``kind_of`` judges it."""
+    return kind_of(exc) == ErrorKind.OUT_OF_MEMORY
+
+
 def _as_stage(stage: Stage | str | None) -> Stage | None:
     if stage is None or isinstance(stage, Stage):
         return stage

@@ -36,6 +36,9 @@ EXPECTED: dict[FaultKind, tuple[str, str | None, bool, str]] = {
     FaultKind.HANG: ("failed", "timeout", True, "faults.py"),
     FaultKind.LEAK: ("succeeded", None, True, ""),
 }
+# An out-of-memory in these stages is recovered inside the stage (VAE tiling, smaller upscale tiles,
+# a lower RIFE flow scale): the injected fault fires once, the stage's retry succeeds.
+STAGE_LOCAL_OOM = {Stage.DECODE, Stage.UPSCALE, Stage.INTERPOLATE}
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +68,16 @@ def test_fault_in_every_stage_is_survived_and_memory_returns(
 ) -> None:
     harness, spec = engine
     status, error_kind, replaced, fragment = EXPECTED[kind]
+    if kind == FaultKind.OOM and stage in STAGE_LOCAL_OOM:
+        status, error_kind = "succeeded", None  # recovered inside the stage (see STAGE_LOCAL_OOM)
     pid = harness.wait_ready()
     before = harness.summed_rss_mb()
 
     record = harness.run({**spec, "fault": {"stage": stage.value, "kind": kind.value, "ballast_mb": BALLAST_MB}})
 
     assert record.status == status, record.error
+    if status == "succeeded" and kind == FaultKind.OOM:
+        assert record.result is not None and stage.value in record.result["stage_recoveries"], record.result
     if error_kind is not None:
         assert record.error is not None and record.error.kind == error_kind
         assert record.error.stage == stage.value and record.error.message and record.error.advice
@@ -87,8 +94,9 @@ def test_fault_in_every_stage_is_survived_and_memory_returns(
 def test_the_oom_ladder_recovers_a_real_job_at_the_next_memory_level(engine: tuple[Harness, dict[str, Any]]) -> None:
     harness, spec = engine
     harness.wait_ready()
-    fault = {"stage": "decode", "kind": "oom", "ballast_mb": 100, "only_at_level": 0}
+    fault = {"stage": "denoise", "kind": "oom", "ballast_mb": 100, "only_at_level": 0}
     record = harness.run({**spec, "fault": fault})
     assert record.status == "succeeded", record.error
     assert record.result is not None and record.result["memory_level"] == 1  # VAE slicing + tiling
+    assert record.result["resumed_from"] is None  # denoise had not finished: nothing to resume from
     assert Path(record.result["video_path"]).exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,6 +16,7 @@ from PIL import Image
 import steadyframe
 from steadyframe.contracts import JobHooks, JobResult, ModelProvider
 from steadyframe.engine import stages
+from steadyframe.engine.checkpoints import Checkpoint, StageCheckpoints
 from steadyframe.engine.devices import resolve_device
 from steadyframe.engine.loading import (
     count_tokens,
@@ -27,14 +29,26 @@ from steadyframe.engine.loading import (
 )
 from steadyframe.engine.memory_levels import describe, effective_level
 from steadyframe.engine.plan import JobPlan, check_prompt_tokens, plan_job
+from steadyframe.job_files import checkpoints_dir
 from steadyframe.media import load_image, load_video_frames
 from steadyframe.postprocess.plan import interpolated_fps, interpolated_frame_count, rife_flow_scale
 from steadyframe.settings import Settings
 from steadyframe.spec import JobSpec
 from steadyframe.stages import Stage
+from steadyframe.taxonomy import is_out_of_memory
 from steadyframe.video_io import write_gif, write_mp4, write_sidecar
 
 VIDEO_NAME, GIF_NAME, SIDECAR_NAME = "video.mp4", "preview.gif", "result.json"
+SMALLEST_RECOVERY_TILE = 64  # upscale tiles halve after an out-of-memory down to this side
+
+
+def _release_memory() -> None:
+    """Give a failed attempt's memory back before the stage retries (the model stays loaded)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class _Clock:
@@ -75,18 +89,69 @@ def _check_tokens_on_disk(plan: JobPlan, folder: Path | None) -> bool:
     return True
 
 
-def _model_key(plan: JobPlan, folder: Path, mode: str, device: str, level: int) -> str:
-    cls = pipeline_class(plan.ref, mode).__name__
-    return f"{cls}:{folder}:{torch_dtype(plan.family, device)}:{device}:level{level}"
+def _model_key(plan: JobPlan, folder: Path, device: str, level: int) -> str:
+    """One entry per weights folder (not per task): t2v and v2v on one folder share its modules."""
+    return f"pipeline:{folder}:{torch_dtype(plan.family, device)}:{device}:level{level}"
 
+
+def _for_mode(pipe: Any, plan: JobPlan) -> Any:
+    """The loaded pipeline as the one ``plan.mode`` needs; ``from_pipe`` shares every module."""
+    cls = pipeline_class(plan.ref, plan.mode)
+    return pipe if type(pipe) is cls else cls.from_pipe(pipe)
+
+
+@contextmanager
+def _vae_tiled(pipe: Any) -> Iterator[None]:
+    """VAE slicing and tiling for one decode, then the pipeline as it was (it stays loaded)."""
+    vae = pipe.vae
+    was_slicing, was_tiling = bool(getattr(vae, "use_slicing", False)), bool(getattr(vae, "use_tiling", False))
+    vae.enable_slicing()
+    vae.enable_tiling()
+    try:
+        yield
+    finally:
+        if not was_slicing:
+            vae.disable_slicing()
+        if not was_tiling:
+            vae.disable_tiling()
+
+
+def _decode(pipe: Any, plan: JobPlan, latents: torch.Tensor, hooks: JobHooks, recoveries: dict[str, str]) -> np.ndarray:
+    """DECODE; out of memory here retries this decode with VAE tiling, not the whole job."""
+    try:
+        hooks.enter_stage(Stage.DECODE, 1)
+        frames = stages.to_uint8(stages.decode(pipe, plan, latents))
+        recovered = False
+    except Exception as exc:
+        if not is_out_of_memory(exc) or getattr(pipe.vae, "use_tiling", False):
+            raise
+        recovered = True  # retried outside the except block, so the failed attempt's frames are gone
+    if recovered:
+        _release_memory()
+        hooks.enter_stage(Stage.DECODE, 1)
+        with _vae_tiled(pipe):
+            frames = stages.to_uint8(stages.decode(pipe, plan, latents))
+        recoveries[Stage.DECODE.value] = "VAE slicing and tiling"
+    hooks.step(Stage.DECODE, 1, 1)
+    return frames
 
 def _generate(
-    plan: JobPlan, settings: Settings, hooks: JobHooks, models: ModelProvider, device: str, level: int, clock: _Clock
+    plan: JobPlan,
+    settings: Settings,
+    hooks: JobHooks,
+    models: ModelProvider,
+    device: str,
+    level: int,
+    clock: _Clock,
+    saved: StageCheckpoints,
+    latents: torch.Tensor | None,
+    recoveries: dict[str, str],
 ) -> np.ndarray:
-    """LOAD, ENCODE_PROMPT, DENOISE, DECODE -> uint8 frames [F, H, W, 3]."""
+    """LOAD, ENCODE_PROMPT, DENOISE, DECODE -> uint8 frames [F, H, W, 3]; with ``latents`` (a
+    denoise checkpoint) only LOAD and DECODE run."""
     with clock.stage("prepare"):
-        tokens_checked = _check_tokens_on_disk(plan, plan.ref.local_dir)
-        image, video = _load_inputs(plan, settings)
+        tokens_checked = latents is not None or _check_tokens_on_disk(plan, plan.ref.local_dir)
+        image, video = _load_inputs(plan, settings) if latents is None else (None, None)
     with ExitStack() as stack:
         hooks.enter_stage(Stage.LOAD, 1)
         with clock.stage(Stage.LOAD):
@@ -96,68 +161,139 @@ def _generate(
             def loader() -> Any:
                 return load_pipeline(plan.ref, folder, mode=plan.mode, device=device, memory_level=level)
 
-            key = _model_key(plan, folder, plan.mode, device, level)
-            pipe = stack.enter_context(models.acquire(key, loader, size_mb=weights_size_mb(folder)))
+            key = _model_key(plan, folder, device, level)
+            pipe = _for_mode(stack.enter_context(models.acquire(key, loader, size_mb=weights_size_mb(folder))), plan)
         hooks.step(Stage.LOAD, 1, 1)
-        if not tokens_checked:
-            _check_tokens(pipe.tokenizer, plan)
-        hooks.enter_stage(Stage.ENCODE_PROMPT, 1)
-        with clock.stage(Stage.ENCODE_PROMPT):
-            embeds = stages.encode_prompt(pipe, plan)
-        hooks.step(Stage.ENCODE_PROMPT, 1, 1)
-        hooks.enter_stage(Stage.DENOISE, plan.denoise_steps)
-        with clock.stage(Stage.DENOISE):
-            generator = torch.Generator().manual_seed(plan.seed)  # CPU generator: same noise on any device
-            latents = stages.denoise(
-                pipe,
-                plan,
-                embeds,
-                image=image,
-                video=video,
-                generator=generator,
-                on_step=lambda i, total: hooks.step(Stage.DENOISE, i, total),
-            )
-        del embeds, image, video
-        hooks.enter_stage(Stage.DECODE, 1)
+        if latents is None:
+            if not tokens_checked:
+                _check_tokens(pipe.tokenizer, plan)
+            hooks.enter_stage(Stage.ENCODE_PROMPT, 1)
+            with clock.stage(Stage.ENCODE_PROMPT):
+                embeds = stages.encode_prompt(pipe, plan)
+            hooks.step(Stage.ENCODE_PROMPT, 1, 1)
+            hooks.enter_stage(Stage.DENOISE, plan.denoise_steps)
+            with clock.stage(Stage.DENOISE):
+                generator = torch.Generator().manual_seed(plan.seed)  # CPU generator: same noise on any device
+                latents = stages.denoise(
+                    pipe,
+                    plan,
+                    embeds,
+                    image=image,
+                    video=video,
+                    generator=generator,
+                    on_step=lambda i, total: hooks.step(Stage.DENOISE, i, total),
+                )
+            del embeds, image, video
+            saved.save_latents(latents, plan.seed)
         with clock.stage(Stage.DECODE):
-            frames = stages.to_uint8(stages.decode(pipe, plan, latents))
+            frames = _decode(pipe, plan, latents, hooks, recoveries)
         del latents, pipe  # the provider alone decides whether the pipeline stays loaded
-        hooks.step(Stage.DECODE, 1, 1)
+    saved.save_frames(Stage.DECODE, frames, plan.seed)
     return frames
 
 
-def _postprocess(
-    frames: np.ndarray, plan: JobPlan, hooks: JobHooks, models: ModelProvider, device: str, clock: _Clock
+def _upscale(
+    frames: np.ndarray, plan: JobPlan, hooks: JobHooks, models: ModelProvider, device: str, recoveries: dict[str, str]
 ) -> np.ndarray:
-    """UPSCALE and INTERPOLATE when the spec asks for them."""
-    spec = plan.spec
-    if spec.upscale > 1:
-        from steadyframe.postprocess import upscale_frames
+    """UPSCALE; out of memory here retries with smaller tiles (halving down to 64 px), one tile a pass."""
+    from steadyframe.postprocess import upscale_frames
 
-        hooks.enter_stage(Stage.UPSCALE, len(frames))
-        with clock.stage(Stage.UPSCALE):
-            frames = upscale_frames(
+    spec = plan.spec
+    tile: int | None = None  # first try: tiles only when a frame does not fit free memory
+    while True:
+        if tile is not None:
+            _release_memory()
+        try:
+            hooks.enter_stage(Stage.UPSCALE, len(frames))
+            out = upscale_frames(
                 frames,
                 weights=plan.upscale_weights,
                 scale=spec.upscale,
                 device=device,
                 models=models,
                 on_frame=lambda i, total: hooks.step(Stage.UPSCALE, i, total),
+                tile=tile,
             )
-    if spec.interpolate > 1:
-        from steadyframe.postprocess import interpolate_frames
+        except Exception as exc:
+            smaller = _smaller_tile(tile, frames, SMALLEST_RECOVERY_TILE)
+            if not is_out_of_memory(exc) or smaller is None:
+                raise
+            tile = smaller
+            continue  # the failed pass's memory is released at the top of the loop, once exc is gone
+        if tile is not None:
+            recoveries[Stage.UPSCALE.value] = f"{tile}-px tiles"
+        return out
 
-        hooks.enter_stage(Stage.INTERPOLATE, interpolated_frame_count(len(frames), spec.interpolate))
-        with clock.stage(Stage.INTERPOLATE):
-            frames = interpolate_frames(
+
+def _smaller_tile(tile: int | None, frames: np.ndarray, floor: int) -> int | None:
+    """The next tile size after an out-of-memory, or None when already at the floor."""
+    current = tile if tile else max(frames.shape[1], frames.shape[2])
+    smaller = max(floor, current // 2)
+    return smaller if smaller < current else None
+
+
+def _interpolate(
+    frames: np.ndarray, plan: JobPlan, hooks: JobHooks, models: ModelProvider, device: str, recoveries: dict[str, str]
+) -> np.ndarray:
+    """INTERPOLATE; out of memory here retries at a lower flow scale, then on the CPU."""
+    from steadyframe.postprocess import interpolate_frames
+    from steadyframe.postprocess.rife import FLOW_SCALES
+
+    spec = plan.spec
+    flow_scale, where = rife_flow_scale(spec.upscale), device
+    while True:
+        if (flow_scale, where) != (rife_flow_scale(spec.upscale), device):
+            _release_memory()
+        try:
+            hooks.enter_stage(Stage.INTERPOLATE, interpolated_frame_count(len(frames), spec.interpolate))
+            out = interpolate_frames(
                 frames,
                 weights=plan.rife_weights,
                 factor=spec.interpolate,
-                device=device,
+                device=where,
                 models=models,
                 on_frame=lambda i, total: hooks.step(Stage.INTERPOLATE, i, total),
-                flow_scale=rife_flow_scale(spec.upscale),
+                flow_scale=flow_scale,
             )
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            lower = [s for s in FLOW_SCALES if s < flow_scale]
+            if lower:
+                flow_scale = max(lower)
+            elif where != "cpu":
+                where = "cpu"
+            else:
+                raise
+            continue
+        if (flow_scale, where) != (rife_flow_scale(spec.upscale), device):
+            recoveries[Stage.INTERPOLATE.value] = f"flow scale {flow_scale}" + (" on the CPU" if where != device else "")
+        return out
+
+
+def _postprocess(
+    frames: np.ndarray,
+    plan: JobPlan,
+    hooks: JobHooks,
+    models: ModelProvider,
+    device: str,
+    clock: _Clock,
+    saved: StageCheckpoints,
+    done: Stage | None,
+    recoveries: dict[str, str],
+) -> np.ndarray:
+    """UPSCALE and INTERPOLATE when the spec asks for them and ``done`` (a checkpoint's stage) is before them."""
+    spec = plan.spec
+    order = list(Stage)
+    finished = order.index(done) if done is not None else -1
+    if spec.upscale > 1 and finished < order.index(Stage.UPSCALE):
+        with clock.stage(Stage.UPSCALE):
+            frames = _upscale(frames, plan, hooks, models, device, recoveries)
+        saved.save_frames(Stage.UPSCALE, frames, plan.seed)
+    if spec.interpolate > 1 and finished < order.index(Stage.INTERPOLATE):
+        with clock.stage(Stage.INTERPOLATE):
+            frames = _interpolate(frames, plan, hooks, models, device, recoveries)
+        saved.save_frames(Stage.INTERPOLATE, frames, plan.seed)
     return frames
 
 
@@ -192,15 +328,20 @@ def run_job(
     inputs or its model are unusable. Exceptions raised by ``hooks`` propagate untouched.
     """
     clock = _Clock()
+    out_dir = Path(out_dir)
     with clock.stage("validate"):
         plan = plan_job(spec, settings)
         device = resolve_device(settings.device)
         level = effective_level(memory_level, device)
-    frames = _generate(plan, settings, hooks, models, device, level, clock)
-    frames = _postprocess(frames, plan, hooks, models, device, clock)
+        saved = StageCheckpoints(checkpoints_dir(out_dir) if settings.stage_checkpoints else None, spec)
+        resume = saved.latest()
+        if resume is not None:
+            plan = replace(plan, seed=resume.seed)  # the seed the finished stages were made with
+    recoveries: dict[str, str] = {}  # stage -> the memory saving that got it past an out-of-memory
+    frames = _resume_or_generate(plan, settings, hooks, models, device, level, clock, saved, resume, recoveries)
+    frames = _postprocess(frames, plan, hooks, models, device, clock, saved, resume.stage if resume else None, recoveries)
     fps = float(interpolated_fps(plan.fps, spec.interpolate))
     count, height, width = frames.shape[:3]
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path, gif_path, sidecar_path = out_dir / VIDEO_NAME, out_dir / GIF_NAME, out_dir / SIDECAR_NAME
 
@@ -227,6 +368,8 @@ def run_job(
             family=plan.family.name,
             test_noise=plan.family.test_noise,
             timings=clock.timings,
+            resumed_from=resume.stage.value if resume else None,
+            stage_recoveries=recoveries,
         )
         sidecar = {
             "model": plan.ref.source,
@@ -243,9 +386,31 @@ def run_job(
             "memory_level": level,
             "memory_saving": describe(level),
             "timings": clock.timings,
+            "resumed_from": result.resumed_from,
+            "stage_recoveries": recoveries,
             "versions": _versions(),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         write_sidecar(sidecar, sidecar_path)
         hooks.step(Stage.SAVE, 2, 2)
+    saved.discard()
     return result
+
+
+def _resume_or_generate(
+    plan: JobPlan,
+    settings: Settings,
+    hooks: JobHooks,
+    models: ModelProvider,
+    device: str,
+    level: int,
+    clock: _Clock,
+    saved: StageCheckpoints,
+    resume: Checkpoint | None,
+    recoveries: dict[str, str],
+) -> np.ndarray:
+    """Frames after DECODE: an earlier attempt's checkpoint when it got that far, else generated."""
+    if resume is not None and resume.stage != Stage.DENOISE:
+        return resume.frames()
+    latents = resume.latents() if resume is not None else None
+    return _generate(plan, settings, hooks, models, device, level, clock, saved, latents, recoveries)

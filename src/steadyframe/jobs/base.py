@@ -126,3 +126,19 @@ class JobStore(ABC):
     @abstractmethod
     def recover_running(self, *, max_attempts: int) -> list[str]:
         """On start: requeue (or fail as worker_lost) every job left running. -> their ids."""
+
+    # --- memory levels learned from earlier jobs ---------------------------------------------
+
+    @abstractmethod
+    def learned_level(self, key: str) -> int | None:
+        """The memory level that last worked for jobs of this shape (``memory_shape_key``), or None."""
+
+    @abstractmethod
+    def learn_level(self, key: str, level: int) -> None:
+        """Remember that ``level`` worked for jobs of this shape (0 forgets: no saving was needed)."""
+
+
+def memory_shape_key(spec: dict[str, Any], device: str) -> str:
+    """What decides how much memory a job needs: model, device, mode, resolution, frames, factors."""
+    fields = ("model", "mode", "width", "height", "num_frames", "upscale", "interpolate")
+    return "|".join([device, *(str(spec.get(name)) for name in fields)])

@@ -40,6 +40,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker_id TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS learned_levels (
+    shape TEXT PRIMARY KEY,
+    level INTEGER NOT NULL,
+    learned_at REAL NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -314,3 +319,21 @@ class SqliteJobStore(JobStore):
                 cur = conn.execute(f"DELETE FROM jobs WHERE id = ? AND status IN ({placeholders})", (job_id, *_TERMINAL))
                 gone += cur.rowcount
             return gone
+
+    # --- learned memory levels -------------------------------------------------------------
+
+    def learned_level(self, key: str) -> int | None:
+        with self._lock:
+            row = self._conn.execute("SELECT level FROM learned_levels WHERE shape = ?", (key,)).fetchone()
+        return int(row[0]) if row else None
+
+    def learn_level(self, key: str, level: int) -> None:
+        with self._transaction() as conn:
+            if level <= 0:
+                conn.execute("DELETE FROM learned_levels WHERE shape = ?", (key,))
+            else:
+                conn.execute(
+                    "INSERT INTO learned_levels (shape, level, learned_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(shape) DO UPDATE SET level = excluded.level, learned_at = excluded.learned_at",
+                    (key, level, time.time()),
+                )

@@ -73,6 +73,14 @@ class ResultView(BaseModel):
     duration_s: float
     memory_level: int
     test_noise: bool = False
+    learned_start_level: int = Field(0, description="began at this memory level, learned from earlier jobs of its shape")
+    resumed_from: str | None = Field(None, description="the stage an interrupted earlier attempt finished (its checkpoint)")
+    stage_recoveries: dict[str, str] = Field(
+        default_factory=dict, description="stage -> the memory saving that got it past an out-of-memory"
+    )
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="seconds per stage; worker_start when the job had to start a worker"
+    )
 
 
 class ErrorView(BaseModel):

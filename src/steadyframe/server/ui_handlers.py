@@ -114,10 +114,23 @@ def status_card(record: JobRecord, ctx: ServerContext, position: int | None = No
             f"{float(result.get('duration_s', 0)):.1f} s at {_esc(result.get('fps'))} fps, seed {_esc(result.get('seed'))}</div>"
         )
         level = int(result.get("memory_level", 0) or 0)
-        if level:
+        learned = int(result.get("learned_start_level", 0) or 0)
+        if learned:
+            lines.append(
+                f"<div class='sf-muted'>Started with {_esc(describe_memory_level(learned))} (memory-saving level "
+                f"{learned}): earlier jobs of this size needed it.</div>"
+            )
+        if level > learned:
             lines.append(
                 f"<div class='sf-muted'>Recovered from out-of-memory by {_esc(describe_memory_level(level))} "
                 f"(memory-saving level {level}).</div>"
+            )
+        for stage, how in (result.get("stage_recoveries") or {}).items():
+            lines.append(f"<div class='sf-muted'>Out of memory in {_esc(stage)}: recovered with {_esc(how)}.</div>")
+        if result.get("resumed_from"):
+            lines.append(
+                f"<div class='sf-muted'>Resumed after {_esc(result['resumed_from'])}: an interrupted attempt's "
+                "finished stages were kept.</div>"
             )
         if result.get("test_noise"):
             lines.append(

@@ -38,6 +38,10 @@ def job_view(record: JobRecord, uploads: UploadStore, *, position: int | None = 
             duration_s=float(data["duration_s"]),
             memory_level=int(data.get("memory_level", 0)),
             test_noise=bool(data.get("test_noise", False)),
+            learned_start_level=int(data.get("learned_start_level", 0) or 0),
+            resumed_from=data.get("resumed_from"),
+            stage_recoveries=dict(data.get("stage_recoveries") or {}),
+            timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
         )
     error = None
     if record.error is not None:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from steadyframe.errors import ErrorKind
-from steadyframe.jobs.base import JobError, JobStatus, JobStore
+from steadyframe.jobs.base import JobError, JobStatus, JobStore, memory_shape_key
+from steadyframe.job_files import discard_job_scratch
 from steadyframe.logs import get_logger, log_failure, setup_logging
 from steadyframe.settings import Settings
 from steadyframe.supervisor import events as ev
@@ -59,6 +60,8 @@ class WorkerState(StrEnum):
 
 _S = WorkerState
 # For each state, the states it may be entered from. Anything else is a bug, raised at once.
+IDLE_EXIT = "idle"  # the stop reason of a worker that idled past settings.idle_exit_after_s
+
 _ALLOWED_FROM: dict[WorkerState, frozenset[WorkerState]] = {
     _S.STARTING: frozenset({_S.ABSENT, _S.BACKOFF}),
     _S.IDLE: frozenset({_S.STARTING, _S.BUSY}),
@@ -125,6 +128,9 @@ class _Job:
     stage: str | None = None
     cancel_sent_at: float | None = None
     ending: _Ending | None = None
+    cold_start_s: float | None = None  # it woke a parked worker: that start is part of its time
+    shape: str = ""  # ``memory_shape_key``: what its learned memory level is filed under
+    start_level: int = 0
 
 
 @dataclass
@@ -146,6 +152,10 @@ class _Worker:
     starts: int = 0
     crashes_in_a_row: int = 0
     restart_at: float = 0.0
+    idle_since: float = 0.0
+    ready_at: float = 0.0
+    parked: bool = False  # exited after idling (scale to zero): started again when a job waits
+    cold_start_s: float | None = None  # a parked worker's start time, owed to the job that woke it
 
     @property
     def id(self) -> str:
@@ -251,7 +261,8 @@ class Dispatcher:
 
     def is_ready(self) -> bool:
         with self._lock:
-            return any(w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in self._workers.values())
+            # a parked worker (scale to zero) counts: a job submitted now starts it and runs
+            return any(w.state in (WorkerState.IDLE, WorkerState.BUSY) or w.parked for w in self._workers.values())
 
     def workers(self) -> list[WorkerInfo]:
         with self._lock:
@@ -273,7 +284,7 @@ class Dispatcher:
         mem = w.memory
         return WorkerInfo(
             id=w.id,
-            state=w.state.value,
+            state="parked" if w.parked and w.state == WorkerState.ABSENT else w.state.value,
             pid=w.pid,
             rss_mb=mem.rss_mb if mem else 0.0,
             vram_allocated_mb=mem.vram_allocated_mb if mem else 0.0,
@@ -303,6 +314,11 @@ class Dispatcher:
             assert worker.job is not None, "a busy worker has a job"
         elif new == WorkerState.IDLE:
             assert worker.job is None, "an idle worker has no job"
+            worker.idle_since = now
+            if old == WorkerState.STARTING:
+                worker.ready_at = now
+                if worker.parked:
+                    worker.parked, worker.cold_start_s = False, now - worker.spawned_at
         elif new == WorkerState.STOPPING:
             worker.stop_reason = stop_reason
             worker.stop_requested_at = now
@@ -397,8 +413,9 @@ class Dispatcher:
                 log.info("worker slot %s is gone (its node left)", worker_id)
 
     def _wants_worker(self, worker: _Worker) -> bool:
-        """Whether an ABSENT slot should be started now (always, today; scale-to-zero decides here)."""
-        return True
+        """Whether an ABSENT slot should be started now: always, unless it was parked after idling
+        (scale to zero) and no job waits."""
+        return not worker.parked or self.store.count(JobStatus.QUEUED) > 0
 
     def _spawn(self, worker: _Worker) -> None:
         """ABSENT/BACKOFF -> STARTING; a pool that cannot start it -> BACKOFF with the crash delay.
@@ -490,12 +507,17 @@ class Dispatcher:
         job = self._current_job(worker, message.job_id)
         if job is None:
             return
-        self.store.finish_succeeded(message.job_id, message.result)
+        result = message.result
+        if job.cold_start_s is not None:  # the worker it woke (scale to zero) is part of its time
+            result = {**result, "timings": {"worker_start": round(job.cold_start_s, 4), **result.get("timings", {})}}
+        self.store.finish_succeeded(message.job_id, result)
         self._saw_memory(worker, message.memory)
         self._record_stages(message.stage_seconds)
         level = int(message.result.get("memory_level", 0) or 0)
-        if level:
+        if level > job.start_level:
             self._stats.oom_recoveries += 1
+        if level != job.start_level:
+            self.store.learn_level(job.shape, level)  # the next job of this shape starts there
         log.info("job %s succeeded on %s", message.job_id, worker.id, extra={"job_id": message.job_id})
         self._end_job(worker, JobStatus.SUCCEEDED.value)
         self._emit(
@@ -594,6 +616,10 @@ class Dispatcher:
                 self._memory_words(memory),
                 extra={"worker_id": worker.id, "traceback": exited.last_words},
             )
+        if planned == IDLE_EXIT and job is None:
+            self._transition(worker, WorkerState.ABSENT)
+            worker.parked = True  # not a restart: started again by the next job (``_wants_worker``)
+            return
         worker.restarts += 1
         if planned is not None:
             # A death we caused: restart at once, no backoff.
@@ -623,6 +649,7 @@ class Dispatcher:
         status = self.store.requeue_or_fail(job.id, error, max_attempts=self.settings.max_attempts)
         log.info("job %s is now %s after its worker was lost", job.id, status.value, extra={"job_id": job.id})
         if status.terminal:
+            discard_job_scratch(self.settings.outputs_dir, job.id)  # a retry would have resumed from it
             self._finished[status.value] += 1
             self._emit(
                 ev.JobFailed(
@@ -636,6 +663,7 @@ class Dispatcher:
         """Record the end we decided before the kill (timeout, forced cancel), with the stacks it left."""
         ending = job.ending
         assert ending is not None
+        discard_job_scratch(self.settings.outputs_dir, job.id)
         if ending.status == JobStatus.CANCELLED:
             self.store.finish_cancelled(job.id)
             self._finished[JobStatus.CANCELLED.value] += 1
@@ -704,6 +732,14 @@ class Dispatcher:
                 extra={"worker_id": worker.id},
             )
             self._stop(worker, "silent", dump_stacks=True)
+        elif state == WorkerState.IDLE and self._idle_too_long(worker, now):
+            log.info(
+                "worker %s idle for %.0f s: stopping it (scale to zero; the next job starts one)",
+                worker.id,
+                now - worker.idle_since,
+                extra={"worker_id": worker.id},
+            )
+            self._stop(worker, IDLE_EXIT)
         elif state == WorkerState.STOPPING and now - worker.stop_requested_at > STOP_CONFIRM_S:
             log.error(
                 "worker %s did not confirm its end within %.0f s; taking it for gone",
@@ -712,6 +748,10 @@ class Dispatcher:
                 extra={"worker_id": worker.id},
             )
             self._on_exit(worker, WorkerExited(ExitCause.KILLED, f"did not confirm its end within {STOP_CONFIRM_S:.0f} s"))
+
+    def _idle_too_long(self, worker: _Worker, now: float) -> bool:
+        limit = self.settings.idle_exit_after_s
+        return limit > 0 and now - worker.idle_since > limit and self.store.count(JobStatus.QUEUED) == 0
 
     def _requeue_orphan(self, job_id: str) -> None:
         error = self._orphans[job_id]
@@ -726,11 +766,17 @@ class Dispatcher:
         job = self.store.claim_next(worker.id)
         if job is None:
             return
-        worker.job = _Job(id=job.id, attempt=job.attempt, started=now, last_progress=now)
+        shape = memory_shape_key(job.spec, worker.device)
+        start_level = self.store.learned_level(shape) or 0
+        worker.job = _Job(
+            id=job.id, attempt=job.attempt, started=now, last_progress=now, cold_start_s=worker.cold_start_s,
+            shape=shape, start_level=start_level,
+        )  # fmt: skip
+        worker.cold_start_s = None
         self._transition(worker, WorkerState.BUSY)
         log.info("job %s started on %s (attempt %d)", job.id, worker.id, job.attempt + 1, extra={"job_id": job.id})
         self._emit(ev.JobStarted(worker_id=worker.id, job_id=job.id, attempt=job.attempt))
-        if not self.pool.send(worker.id, RunJob(job.id, job.spec, job.attempt)):
+        if not self.pool.send(worker.id, RunJob(job.id, job.spec, job.attempt, start_level)):
             log.warning("worker %s gone before it got job %s", worker.id, job.id)  # its exit event requeues it
 
     def _watch_job(self, worker: _Worker, now: float) -> None:

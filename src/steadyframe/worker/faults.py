@@ -32,17 +32,20 @@ def allocate_ballast(megabytes: int, device: str) -> Any:
 
 
 class FaultInjector:
-    """Fires one ``FaultSpec`` at its stage (or step) and memory level; at most once."""
+    """Fires one ``FaultSpec`` at its stage (or step), memory level and attempt; at most once."""
 
-    def __init__(self, fault: FaultSpec | None, *, memory_level: int, device: str) -> None:
+    def __init__(self, fault: FaultSpec | None, *, memory_level: int, device: str, attempt: int = 0) -> None:
         self.fault = fault
         self.memory_level = memory_level
+        self.attempt = attempt
         self.device = device
         self.fired = False
 
     def _armed(self, stage: Stage) -> bool:
         fault = self.fault
         if fault is None or self.fired or fault.stage != stage:
+            return False
+        if fault.only_at_attempt is not None and fault.only_at_attempt != self.attempt:
             return False
         return fault.only_at_level is None or fault.only_at_level == self.memory_level
 

@@ -34,6 +34,7 @@ class RunJob:
     job_id: str
     spec: dict[str, Any]
     attempt: int = 0
+    start_level: int = 0  # the memory level that worked for jobs of this shape before (learned)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,9 @@ from steadyframe.worker.models import ModelManager
 HEARTBEAT_S = 1.0
 EXIT_PARENT_GONE = 3
 DEFAULT_RUNNER = "steadyframe.engine:run_job"
+# Failures that say nothing about the loaded models: the next job reuses them.
+KEEPS_MODELS = frozenset({ErrorKind.CANCELLED.value, ErrorKind.INVALID_INPUT.value, ErrorKind.MODEL_UNAVAILABLE.value})
+
 # Modules the default runner imports lazily: imported before the empty baseline is measured,
 # so their code is not mistaken for a leak after the first job.
 DEFAULT_PRELOAD = ("steadyframe.worker.warmup",)
@@ -277,13 +280,15 @@ class Worker:
         """Run one job, stepping down the OOM ladder; never raises, never keeps an exception."""
         out_dir = self.settings.outputs_dir / job.job_id
         stage_seconds: dict[str, float] = {}
-        level = self.levels[0]
+        # start where jobs of this shape last succeeded (the store learned it), not at level 0 again
+        level = max([lv for lv in self.levels if lv <= job.start_level] or self.levels[:1])
+        first_level = level
         while True:
             failure: _Failure | None = None
             hooks: WorkerHooks | None = None
             try:
                 spec = self._parse(job.spec)
-                injector = FaultInjector(spec.fault, memory_level=level, device=self.device)
+                injector = FaultInjector(spec.fault, memory_level=level, device=self.device, attempt=job.attempt)
                 hooks = WorkerHooks(job.job_id, self.channel.send, self.cancel, injector)
                 result = self.runner(spec, self.settings, out_dir, hooks=hooks, models=self.models, memory_level=level)
                 hooks.finish()
@@ -296,14 +301,21 @@ class Worker:
                 for name, seconds in hooks.stage_seconds.items():
                     stage_seconds[name] = stage_seconds.get(name, 0.0) + seconds
             if failure is None:
-                if level != self.levels[0]:
+                if level != first_level:
                     log.info("job recovered from out-of-memory by %s", describe_level(level), extra={"job_id": job.job_id})
                 self.models.after_job()
                 self.models.cleanup()
-                return JobDone(job.job_id, result.to_dict(), self.figures(), stage_seconds)
-            # Failure: forget every model, give memory back, then decide (the exception is gone now).
+                data = result.to_dict()
+                if first_level:
+                    data["learned_start_level"] = first_level  # began there: jobs of this shape needed it
+                return JobDone(job.job_id, data, self.figures(), stage_seconds)
+            # Failure: give memory back, then decide (the exception is gone now). Only failures that
+            # may have left a model in a bad state or memory short forget the loaded models.
             result = None
-            self.models.unload_all()
+            if failure.kind in KEEPS_MODELS:
+                self.models.after_job()
+            else:
+                self.models.unload_all()
             self.models.cleanup()
             following = next_level(level, self.levels)
             if failure.kind == ErrorKind.OUT_OF_MEMORY.value and following is not None:
