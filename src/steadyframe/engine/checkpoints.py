@@ -32,6 +32,14 @@ MANIFEST = "checkpoint.json"
 CHECKPOINT_STAGES = (Stage.DENOISE, Stage.DECODE, Stage.UPSCALE, Stage.INTERPOLATE)
 
 
+def _fits_on_disk(folder: Path, size: int) -> bool:
+    """A checkpoint may take at most half the free disk (a 4K ×4 interpolation is tens of GB)."""
+    probe = folder if folder.exists() else folder.parent
+    while not probe.exists():
+        probe = probe.parent
+    return size <= shutil.disk_usage(probe).free // 2
+
+
 def fingerprint(spec: JobSpec) -> str:
     """What makes two runs produce the same output: the spec, less the injected fault."""
     data = spec.model_dump(mode="json", exclude={"fault"})
@@ -80,6 +88,10 @@ class StageCheckpoints:
         self._save(Stage.DENOISE, seed, "latents.pt", lambda path: torch.save(latents.detach().cpu(), path))
 
     def save_frames(self, stage: Stage, frames: np.ndarray, seed: int) -> None:
+        if self.folder is not None and not _fits_on_disk(self.folder, frames.nbytes):
+            log.info("skipping the %s checkpoint: %.0f MB would take more than half the free disk", stage.value, frames.nbytes / 2**20)
+            return
+
         def write(path: Path) -> None:
             with open(path, "wb") as handle:
                 np.save(handle, np.ascontiguousarray(frames), allow_pickle=False)
@@ -90,10 +102,10 @@ class StageCheckpoints:
         """Write the data, then the manifest (atomic rename), then drop the previous stage's file."""
         if self.folder is None:
             return
+        partial = self.folder / (name + ".partial")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             previous = self.latest()
-            partial = self.folder / (name + ".partial")
             write(partial)
             os.replace(partial, self.folder / name)
             manifest = {"stage": stage.value, "file": name, "seed": seed, "fingerprint": self.fingerprint}
@@ -104,6 +116,7 @@ class StageCheckpoints:
                 previous.path.unlink(missing_ok=True)
         except OSError:
             # A checkpoint is an optimisation: a full disk here must not fail a job that can go on.
+            partial.unlink(missing_ok=True)
             log.warning("could not write the %s checkpoint; a retry would start earlier", stage.value, exc_info=True)
 
     def discard(self) -> None:
