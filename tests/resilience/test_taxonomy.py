@@ -72,7 +72,7 @@ def test_scrub_paths_keeps_the_last_component() -> None:
 def test_advice_depends_on_the_stage_where_it_helps() -> None:
     assert "upscal" in classify(MemoryError(), "upscale").advice.lower()
     assert "interpolation" in classify(MemoryError(), "interpolate").advice.lower()
-    assert classify(MemoryError(), "denoise").message == "The job ran out of memory while generating frames."
+    assert classify(MemoryError(), "denoise").message == "The job ran out of memory while denoising."
 
 
 def test_own_errors_keep_their_advice_override() -> None:
