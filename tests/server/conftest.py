@@ -25,6 +25,7 @@ from steadyframe.jobs.sqlite import SqliteJobStore
 from steadyframe.server.app import create_app
 from steadyframe.settings import Settings
 
+LOOPBACK_URL = "http://127.0.0.1"  # the Host the request guard answers to (TestClient's default is "testserver")
 STARTUP_TIMEOUT_S = 180.0  # the worker imports torch + diffusers and builds the tiny model on a busy 2-core box
 JOB_TIMEOUT_S = 120.0
 
@@ -140,7 +141,7 @@ def idle_app(tmp_path: Path) -> Iterator[tuple[TestClient, SqliteJobStore, Setti
     settings = Settings(data_dir=tmp_path / "data", max_queue=2, max_upload_mb=0.05, max_prompt_chars=100)
     store = SqliteJobStore(settings.jobs_db)
     app = create_app(settings, store=store, dispatcher=Dispatcher(settings, store))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK_URL) as client:
         yield client, store, settings
     store.close()
 

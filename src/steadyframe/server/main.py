@@ -17,18 +17,18 @@ def serve(settings: Settings) -> None:
     # Gradio reads these at import time: no analytics calls, ever.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from steadyframe.server import data_lock
     from steadyframe.server.auth import bind_warnings, check_bind
 
     check_bind(settings)
+    data_lock.acquire(settings.data_dir, port=settings.port)  # first: before imports, logs, workers, the job table
 
     import uvicorn
 
     from steadyframe.logs import get_logger, setup_logging
-    from steadyframe.server import data_lock
     from steadyframe.server.app import create_app
     from steadyframe.server.http_protocol import protocol_with_timeout
 
-    data_lock.acquire(settings.data_dir, port=settings.port)  # first: before logs, workers, the job table
     settings.ensure_dirs()
     setup_logging(settings.logs_dir, process_name="server", level=settings.log_level, to_stderr=settings.log_to_stderr)
     log = get_logger("server")
