@@ -28,7 +28,8 @@ from steadyframe.server.guard import RequestGuard
 from steadyframe.server.schemas import COMMON_RESPONSES, validation_problem
 from steadyframe.server.uploads import UploadStore
 from steadyframe.settings import Settings
-from steadyframe.taxonomy import new_error_id
+from steadyframe.errors import ErrorKind
+from steadyframe.taxonomy import describe, is_disk_full, new_error_id
 
 log = get_logger("server")
 
@@ -104,7 +105,12 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        """A bug in a route: the user gets an error id, the log gets the traceback under that id."""
+        """A bug in a route: the user gets an error id, the log gets the traceback under that id.
+        A full disk is no bug: 507 with what to do (the server keeps serving reads meanwhile)."""
+        if is_disk_full(exc):
+            log.warning("%s %s: the disk is full (%s)", request.method, request.url.path, exc)
+            described = describe(ErrorKind.DISK_FULL)
+            return JSONResponse({"detail": described.message, "advice": described.advice}, status_code=507)
         error_id = new_error_id()
         text = "".join(traceback_module.format_exception(exc))
         log_failure(

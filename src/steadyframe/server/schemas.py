@@ -194,4 +194,5 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _problem("the request body is larger than the route allows"),
     422: _problem("the request does not fit the schema; errors lists each field"),
     500: _problem("a bug: the body carries an error id that matches the server log"),
+    507: _problem("the disk holding the data folder is full"),
 }
