@@ -85,7 +85,8 @@ def _stop_process_tree(pid: int) -> None:
         child.kill()
 
 
-def start_server(data_dir: Path, **env_overrides: str) -> Iterator[LiveServer]:
+def start_server(data_dir: Path, *, log_dir: Path | None = None, **env_overrides: str) -> Iterator[LiveServer]:
+    """A server on ``data_dir``; its stdout log in ``log_dir`` (default: the data dir itself)."""
     port = free_port()
     env = {
         **os.environ,
@@ -99,7 +100,7 @@ def start_server(data_dir: Path, **env_overrides: str) -> Iterator[LiveServer]:
         **env_overrides,
     }
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "serve-stdout.log"
+    log_path = (log_dir or data_dir) / "serve-stdout.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "steadyframe.cli", "serve", "--port", str(port)],
