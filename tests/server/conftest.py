@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,22 @@ def start_server(data_dir: Path, *, log_dir: Path | None = None, **env_overrides
     finally:
         _stop_process_tree(process.pid)
         process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def server_factory() -> Iterator[Callable[..., LiveServer]]:
+    """Start extra servers with their own settings (``start(data_dir, STEADYFRAME_X="...")``); all are
+    stopped when the module ends."""
+    running: list[Iterator[LiveServer]] = []
+
+    def start(data_dir: Path, *, log_dir: Path | None = None, **env_overrides: str) -> LiveServer:
+        server = start_server(data_dir, log_dir=log_dir, **env_overrides)
+        running.append(server)
+        return next(server)
+
+    yield start
+    for server in reversed(running):
+        server.close()  # runs start_server's cleanup: stops the process tree
 
 
 @pytest.fixture(scope="session")
