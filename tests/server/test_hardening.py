@@ -197,8 +197,6 @@ def test_with_the_token_an_oversized_chunked_body_is_413_without_being_buffered(
     assert list((token_server.data_dir / "uploads").iterdir()) == []
     with token_server.client(headers=AUTH) as http:  # a file under the cap still goes in
         assert http.post("/v1/uploads", files={"file": ("ok.png", _png_bytes())}).status_code == 201
-        declared = http.post("/v1/uploads", content=b"x" * 100, headers={"Content-Length": str(64 * MB)})
-        assert declared.status_code == 413 or declared.status_code == 0
 
 
 def test_bad_tokens_are_slowed_down_and_the_right_one_is_not(token_server: LiveServer) -> None:
