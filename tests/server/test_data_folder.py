@@ -107,12 +107,15 @@ def small_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
+        if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)  # detach even if still busy
 
 
 @pytest.fixture(scope="module")
-def small_disk_server(server_factory: Any, small_disk: Path, tmp_path_factory: pytest.TempPathFactory) -> LiveServer:
-    """A server whose data folder is the 32 MB tmpfs, started on a damaged jobs database."""
+def small_disk_server(small_disk: Path, server_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> LiveServer:
+    """A server whose data folder is the 32 MB tmpfs, started on a damaged jobs database.
+
+    ``small_disk`` comes first so it is set up before, and torn down after, the server factory."""
     data_dir = small_disk / "data"
     data_dir.mkdir()
     (data_dir / "jobs.sqlite3").write_bytes(DAMAGED)

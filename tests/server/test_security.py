@@ -94,3 +94,56 @@ def test_ui_config_has_no_share_link_and_no_analytics(tmp_path: Path) -> None:
         config = client.get("/ui/config").json()
     assert config.get("analytics_enabled") is False
     assert not config.get("share_url")
+
+
+def _idle_client(settings: Settings):
+    from steadyframe.server.app import create_app
+    from steadyframe.supervisor import Dispatcher
+
+    store = SqliteJobStore(settings.jobs_db)
+    return TestClient(create_app(settings, store=store, dispatcher=Dispatcher(settings, store)), base_url=LOOPBACK_URL)
+
+
+def test_an_unauthenticated_remote_bind_is_loud_in_the_system_view(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", host="0.0.0.0", allow_unauthenticated_remote=True)
+    with _idle_client(settings) as client:
+        warnings = client.get("/v1/system").json()["warnings"]
+    assert any("without an API token" in w for w in warnings), warnings
+    with _idle_client(Settings(data_dir=tmp_path / "quiet")) as client:
+        assert client.get("/v1/system").json()["warnings"] == []
+
+
+def test_tokens_shorter_than_16_characters_are_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="at least 16"):
+        Settings(api_token="s3cret")
+    assert Settings(api_token="").api_token is None  # an empty variable means no token
+
+
+def test_repeated_bad_ui_logins_are_slowed(token_client) -> None:
+    import time
+
+    client, _ = token_client
+    timings = []
+    for attempt in range(5):
+        started = time.monotonic()
+        assert client.post("/ui/login", data={"username": "me", "password": f"guess-{attempt}"}).status_code == 400
+        timings.append(time.monotonic() - started)
+    assert timings[-1] >= 0.9, timings
+
+
+def test_a_configured_cors_origin_gets_headers_and_preflight_others_do_not(tmp_path: Path) -> None:
+    allowed = "https://app.example:8443"
+    settings = Settings(data_dir=tmp_path / "data", cors_origins=[allowed])
+    with _idle_client(settings) as client:
+        preflight = client.options(
+            "/v1/jobs", headers={"Origin": allowed, "Access-Control-Request-Method": "POST"}
+        )
+        assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == allowed
+        read = client.get("/v1/system", headers={"Origin": allowed})
+        assert read.headers["access-control-allow-origin"] == allowed
+        posted = client.post("/v1/jobs", json={"prompt": "from the allowed app", "steps": 1}, headers={"Origin": allowed})
+        assert posted.status_code == 202
+        other = client.get("/v1/system", headers={"Origin": "https://other.example"})
+        assert "access-control-allow-origin" not in other.headers
