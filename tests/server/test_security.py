@@ -147,3 +147,14 @@ def test_a_configured_cors_origin_gets_headers_and_preflight_others_do_not(tmp_p
         assert posted.status_code == 202
         other = client.get("/v1/system", headers={"Origin": "https://other.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_docs_work_offline_from_bundled_files(tmp_path: Path) -> None:
+    with _idle_client(Settings(data_dir=tmp_path / "data")) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200 and "cdn" not in page.text.lower()
+        scripts = [part.split('"', 1)[0] for part in page.text.split('src="')[1:]]
+        assert scripts and all(s.startswith("/") for s in scripts), scripts  # served here, not from the internet
+        for script in scripts:
+            assert client.get(script).status_code == 200
+        assert client.get("/redoc").status_code == 200
