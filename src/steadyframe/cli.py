@@ -208,10 +208,14 @@ def serve(
     ),
 ) -> None:
     """Start the server: web UI, REST API and workers (local processes, or Ray actors with --ray-address)."""
-    settings = load_settings(host=host, port=port, model=model, ray_address=ray_address)
-    from steadyframe.server.main import serve
 
-    serve(settings)
+    def action() -> None:
+        settings = load_settings(host=host, port=port, model=model, ray_address=ray_address)
+        from steadyframe.server.main import serve as run_server
+
+        run_server(settings)
+
+    _guarded(False, action)
 
 
 def main() -> None:  # pragma: no cover - entry point for `python -m steadyframe.cli`

@@ -17,6 +17,7 @@ class ErrorKind(StrEnum):
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
+    DISK_FULL = "disk_full"
     INTERNAL = "internal"
 
 
@@ -45,6 +46,12 @@ class ModelUnavailableError(SteadyframeError):
     """Missing or unreadable weights; the message names the model id or file name."""
 
     kind = ErrorKind.MODEL_UNAVAILABLE
+
+
+class DiskFullError(SteadyframeError):
+    """A write failed because the disk (or the user's quota) is full; nothing half-written is kept."""
+
+    kind = ErrorKind.DISK_FULL
 
 
 class JobCancelled(SteadyframeError):

@@ -20,6 +20,11 @@ from steadyframe.errors import InvalidInputError
 from steadyframe.settings import Settings
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
+# Containers and video codecs we let FFmpeg open: common, well-fuzzed decoders only (an allowlist,
+# so an exotic demuxer or decoder in the local FFmpeg build is never reached through an upload).
+VIDEO_CONTAINERS = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi"})
+VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "libdav1d", "libaom-av1", "mpeg4", "mjpeg", "prores"})
+_PNG_END = b"IEND\xaeB`\x82"
 _IMAGE_ADVICE = "Use a PNG, JPEG or WebP image."
 _VIDEO_ADVICE = "Use an MP4, WebM, MOV or MKV video."
 
@@ -81,6 +86,8 @@ def probe_image(path: str | Path, settings: Settings) -> ImageInfo:
                     raise InvalidInputError(f"Images in {fmt} format are not supported.", advice=_IMAGE_ADVICE)
                 _check_pixels(width, height, settings, "image")  # before decoding: bomb guard
                 img.load()  # decodes every byte: catches truncated and corrupt files
+        if fmt == "PNG":
+            _check_png_ends(path)
     except InvalidInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -94,6 +101,18 @@ def probe_image(path: str | Path, settings: Settings) -> ImageInfo:
             f"The input image is damaged or incomplete ({_short(exc)}).", advice="Re-export or re-download it."
         ) from None
     return ImageInfo(width=width, height=height, format=fmt, size_bytes=size)
+
+
+def _check_png_ends(path: Path) -> None:
+    """A PNG must end at its IEND chunk: bytes after it are another file riding along (a polyglot)."""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - len(_PNG_END)))
+        tail = handle.read()
+    if tail != _PNG_END:
+        raise InvalidInputError(
+            "The input image carries extra data after its end (it may be another file in disguise).",
+            advice="Re-export the image from an image editor.",
+        )
 
 
 def _short(exc: BaseException) -> str:
@@ -128,10 +147,24 @@ def _open_video(path: Path) -> av.container.InputContainer:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
         raise InvalidInputError("The input file is not a video we can read.", advice=_VIDEO_ADVICE) from None
+    names = set(container.format.name.split(","))
     if container.format.name.endswith("_pipe") or container.format.name == "image2":
         container.close()  # FFmpeg reads a still image as a one-frame "video"
         raise InvalidInputError("The input file is a still image, not a video.", advice=_VIDEO_ADVICE)
+    if not names & VIDEO_CONTAINERS:
+        container.close()
+        raise InvalidInputError(f"Videos in the {container.format.name[:40]} container are not supported.", advice=_VIDEO_ADVICE)
     return container
+
+
+def _check_codec(stream: av.video.stream.VideoStream) -> str:
+    """The stream's decoder name, if FFmpeg has a decoder for it and it is on the allowlist."""
+    context = stream.codec_context
+    if context is None:  # FFmpeg knows no decoder for this codec tag
+        raise InvalidInputError("The input video uses a codec that cannot be decoded.", advice=_VIDEO_ADVICE)
+    if context.name not in VIDEO_CODECS:
+        raise InvalidInputError(f"Videos encoded with {context.name[:40]} are not supported.", advice=_VIDEO_ADVICE)
+    return str(context.name)
 
 
 def probe_video(path: str | Path, settings: Settings) -> VideoInfo:
@@ -143,10 +176,13 @@ def probe_video(path: str | Path, settings: Settings) -> VideoInfo:
         if not container.streams.video:
             raise InvalidInputError("The input file has no video track.", advice=_VIDEO_ADVICE)
         stream = container.streams.video[0]
+        codec = _check_codec(stream)
         width, height = stream.codec_context.width, stream.codec_context.height
         _check_pixels(width, height, settings, "video")
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         duration = _duration_s(container, stream)
+        if not math.isfinite(duration) or duration <= 0:
+            raise InvalidInputError("The input video does not say how long it is.", advice="Re-export the video.")
         if duration > settings.max_video_seconds:
             raise InvalidInputError(
                 f"The input video is {duration:.0f} s long, over the {settings.max_video_seconds:.0f} s limit.",
@@ -160,7 +196,6 @@ def probe_video(path: str | Path, settings: Settings) -> VideoInfo:
         if fps <= 0:
             raise InvalidInputError("The input video does not say its frame rate.", advice="Re-export the video.")
         frames = stream.frames or max(1, round(duration * fps))
-        codec = stream.codec_context.name
     finally:
         container.close()
     return VideoInfo(width, height, fps, duration, frames, codec, size)

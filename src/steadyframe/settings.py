@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_TOKEN_CHARS = 16
 
 
 def _default_data_dir() -> Path:
@@ -34,6 +36,21 @@ class Settings(BaseSettings):
     port: int = 7860
     api_token: str | None = Field(None, description="bearer token; required when binding beyond loopback")
     allow_unauthenticated_remote: bool = Field(False, description="explicitly allow a non-loopback bind without a token")
+
+    # --- request surface (see README "Security") ------------------------------------------
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated Host names answered besides loopback and the bind address; '*' = any",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins (scheme://host:port) allowed to call from a browser"
+    )
+    max_queue_per_client: int = Field(20, ge=1, description="queued jobs per client (token, else address) before 429")
+    max_event_streams: int = Field(64, ge=1, description="open job event streams (SSE) in all")
+    max_event_streams_per_client: int = Field(8, ge=1, description="open job event streams (SSE) per client")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="a client this slow to send its headers or the next part of its body is cut off"
+    )
 
     # --- models ------------------------------------------------------------------------
     model: str | None = Field(None, description="repo id or local folder; None = built-in tiny model")
@@ -95,6 +112,25 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for 'enhance prompt'")
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
+
+    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_long_enough(cls, value: str | None) -> str | None:
+        if value == "":
+            return None  # STEADYFRAME_API_TOKEN= (empty) means no token
+        if value is not None and len(value) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"the API token is {len(value)} characters; use at least {MIN_TOKEN_CHARS} "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        return value
 
     @property
     def idle_exit_after_s(self) -> float:

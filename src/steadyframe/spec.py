@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from steadyframe.postprocess.plan import Factor
 from steadyframe.stages import FaultKind, Stage
 
 Mode = Literal["t2v", "i2v", "v2v"]
@@ -53,12 +54,26 @@ class JobSpec(BaseModel):
     strength: float = Field(0.8, gt=0.0, le=1.0, description="v2v: how far from the input video to move")
     image_path: str | None = Field(None, description="i2v input image")
     video_path: str | None = Field(None, description="v2v input video")
-    upscale: Literal[1, 2, 4] = 1
-    interpolate: Literal[1, 2, 4] = 1
+    upscale: Factor = 1
+    interpolate: Factor = 1
     upscale_model: str | None = Field(None, description="weight file; None = settings/models folder default")
     rife_model: str | None = Field(None, description="weight file; None = settings/models folder default")
     crf: int | None = Field(None, ge=0, le=51)
     fault: FaultSpec | None = None
+
+    @field_validator("prompt", "negative_prompt", "model", "upscale_model", "rife_model")
+    @classmethod
+    def _plain_text(cls, value: str | None) -> str | None:
+        """Text must be valid Unicode without NUL: it is stored, logged and sent back as UTF-8."""
+        if value is None:
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("the text holds characters that are not valid Unicode (unpaired surrogates)") from None
+        if "\x00" in value:
+            raise ValueError("the text holds a NUL character")
+        return value
 
     @field_validator("prompt")
     @classmethod

@@ -7,12 +7,13 @@ for failures that are not exceptions (a hang, a dead worker). User text never ho
 
 from __future__ import annotations
 
+import errno
 import re
 import secrets
 from dataclasses import dataclass
 
 from steadyframe.errors import ErrorKind, SteadyframeError
-from steadyframe.stages import Stage
+from steadyframe.stages import STAGE_WORDS, Stage
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ _MESSAGES: dict[ErrorKind, str] = {
     ErrorKind.TIMEOUT: "The job took too long and was stopped",
     ErrorKind.WORKER_LOST: "The worker process running the job stopped unexpectedly",
     ErrorKind.INTERNAL: "The job failed because of an internal error",
+    ErrorKind.DISK_FULL: "The disk holding the server's data folder is full",
 }
 
 _ADVICE: dict[ErrorKind, str] = {
@@ -54,6 +56,8 @@ _ADVICE: dict[ErrorKind, str] = {
     ErrorKind.WORKER_LOST: "Submit the job again; if it fails the same way, try fewer frames or a lower "
     "resolution (the system may have run out of RAM).",
     ErrorKind.INTERNAL: "Submit the job again; if it fails again, report the error id to the administrator.",
+    ErrorKind.DISK_FULL: "Free some space in the data folder (delete old jobs or outputs), then submit the job again; "
+    "nothing half-written was kept.",
 }
 
 # Stage-specific advice where a better hint exists than the kind's default.
@@ -68,16 +72,6 @@ _STAGE_ADVICE: dict[tuple[ErrorKind, Stage], str] = {
     (ErrorKind.TIMEOUT, Stage.LOAD): "Loading the model made no progress; check the disk and the model files.",
 }
 
-_STAGE_WORDS: dict[Stage, str] = {
-    Stage.LOAD: "loading the model",
-    Stage.ENCODE_PROMPT: "encoding the prompt",
-    Stage.DENOISE: "generating frames",
-    Stage.DECODE: "decoding frames",
-    Stage.UPSCALE: "upscaling",
-    Stage.INTERPOLATE: "interpolating frames",
-    Stage.ENCODE_VIDEO: "encoding the video",
-    Stage.SAVE: "saving the result",
-}
 
 # --- recognisers (type names and message fragments, lower-case) -------------------------------
 
@@ -150,10 +144,34 @@ def _short(exc: BaseException, limit: int = 200) -> str:
     return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "database or disk is full")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from) is a write refused for lack of space.
+
+    The one place that recognises a full disk: OSError errno ENOSPC/EDQUOT (PyAV's errors carry the
+    errno too), or the words SQLite and FFmpeg use for it.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "errno", None) in _DISK_FULL_ERRNOS:
+            return True
+        if any(t in str(current).lower() for t in _DISK_FULL_TEXT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def kind_of(exc: BaseException, stage: Stage | str | None = None) -> ErrorKind:
     """The error kind of ``exc`` (see docs/architecture.md "Error kinds")."""
     if isinstance(exc, SteadyframeError):
         return exc.kind
+    if is_disk_full(exc):
+        return ErrorKind.DISK_FULL
     names = _type_names(exc)
     text = str(exc).lower()
     if names & _OOM_TYPES or any(t in text for t in _OOM_TEXT):
@@ -192,7 +210,7 @@ def describe(kind: ErrorKind, stage: Stage | str | None = None, detail: str | No
     known = _as_stage(stage)
     message = _MESSAGES[kind]
     if known is not None and kind not in (ErrorKind.INVALID_INPUT, ErrorKind.CANCELLED):
-        message += f" while {_STAGE_WORDS[known]}"
+        message += f" while {STAGE_WORDS[known]}"
     message += "."
     if detail:
         message += f" {scrub_paths(detail).strip()}"

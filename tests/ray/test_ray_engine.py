@@ -31,6 +31,8 @@ from steadyframe.testing.tiny_weights import save_practical_rife_v4, save_reales
 
 from .conftest import ENGINE, LocalCluster, RayHarness, ray_settings
 
+LOOPBACK_URL = "http://127.0.0.1"  # the Host the request guard answers to (TestClient's default is "testserver")
+
 POST = {"upscale": 2, "interpolate": 2}  # weights: the models folder's RealESRGAN_x2plus.pth and flownet.pkl
 SPECS = {
     "t2v": {"mode": "t2v", "prompt": "a red ball rolling", "steps": 2, "seed": 7, **POST},
@@ -158,7 +160,7 @@ def test_t2v_i2v_v2v_with_post_stages_through_the_api_match_the_local_pool(
     ray_engine: RayHarness, media: dict[str, Path], tmp_path: Path
 ) -> None:
     app = create_app(ray_engine.settings, store=ray_engine.store, dispatcher=ray_engine.dispatcher)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK_URL) as client:
         on_ray = _run_through_api(client, media)
         system = client.get("/v1/system").json()
     ray_sidecars = _sidecars(ray_engine.store, on_ray)
@@ -172,7 +174,7 @@ def test_t2v_i2v_v2v_with_post_stages_through_the_api_match_the_local_pool(
     local_app = create_app(local_settings, store=store, dispatcher=dispatcher)
     dispatcher.start()
     try:
-        with TestClient(local_app) as client:
+        with TestClient(local_app, base_url=LOOPBACK_URL) as client:
             on_local = _run_through_api(client, media)
         local_sidecars = _sidecars(store, on_local)
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steadyframe.errors import ErrorKind, InvalidInputError, JobCancelled, ModelUnavailableError
-from steadyframe.taxonomy import classify, describe, new_error_id, scrub_paths, user_text
+from steadyframe.taxonomy import classify, describe, kind_of, new_error_id, scrub_paths, user_text
 
 
 class OutOfMemoryError(RuntimeError):
@@ -72,7 +72,7 @@ def test_scrub_paths_keeps_the_last_component() -> None:
 def test_advice_depends_on_the_stage_where_it_helps() -> None:
     assert "upscal" in classify(MemoryError(), "upscale").advice.lower()
     assert "interpolation" in classify(MemoryError(), "interpolate").advice.lower()
-    assert classify(MemoryError(), "denoise").message == "The job ran out of memory while generating frames."
+    assert classify(MemoryError(), "denoise").message == "The job ran out of memory while denoising."
 
 
 def test_own_errors_keep_their_advice_override() -> None:
@@ -91,3 +91,22 @@ def test_error_ids_are_short_and_unique() -> None:
     assert len(ids) == 5000
     assert all(len(i) <= 16 and i.startswith("err-") for i in ids)
     assert user_text("It broke.", "Retry.", "err-1").endswith("(error id err-1)")
+
+
+def test_a_full_disk_is_recognised_however_it_is_raised() -> None:
+    import errno
+    import sqlite3
+
+    enospc = OSError(errno.ENOSPC, "No space left on device")
+    assert kind_of(enospc, "encode_video") == ErrorKind.DISK_FULL
+    assert kind_of(sqlite3.OperationalError("database or disk is full")) == ErrorKind.DISK_FULL
+    try:
+        try:
+            raise enospc
+        except OSError as inner:
+            raise RuntimeError("could not write the GIF") from inner
+    except RuntimeError as outer:
+        assert kind_of(outer, "save") == ErrorKind.DISK_FULL  # found through the cause chain
+    assert kind_of(OSError(errno.EACCES, "Permission denied"), "save") == ErrorKind.INTERNAL
+    described = classify(enospc, "save")
+    assert "space" in described.advice and "/" not in described.message

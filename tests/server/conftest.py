@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from steadyframe.jobs.sqlite import SqliteJobStore
 from steadyframe.server.app import create_app
 from steadyframe.settings import Settings
 
+LOOPBACK_URL = "http://127.0.0.1"  # the Host the request guard answers to (TestClient's default is "testserver")
 STARTUP_TIMEOUT_S = 180.0  # the worker imports torch + diffusers and builds the tiny model on a busy 2-core box
 JOB_TIMEOUT_S = 120.0
 
@@ -84,7 +85,8 @@ def _stop_process_tree(pid: int) -> None:
         child.kill()
 
 
-def start_server(data_dir: Path, **env_overrides: str) -> Iterator[LiveServer]:
+def start_server(data_dir: Path, *, log_dir: Path | None = None, **env_overrides: str) -> Iterator[LiveServer]:
+    """A server on ``data_dir``; its stdout log in ``log_dir`` (default: the data dir itself)."""
     port = free_port()
     env = {
         **os.environ,
@@ -98,7 +100,7 @@ def start_server(data_dir: Path, **env_overrides: str) -> Iterator[LiveServer]:
         **env_overrides,
     }
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "serve-stdout.log"
+    log_path = (log_dir or data_dir) / "serve-stdout.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "steadyframe.cli", "serve", "--port", str(port)],
@@ -126,6 +128,22 @@ def start_server(data_dir: Path, **env_overrides: str) -> Iterator[LiveServer]:
         process.wait(timeout=5)
 
 
+@pytest.fixture(scope="module")
+def server_factory() -> Iterator[Callable[..., LiveServer]]:
+    """Start extra servers with their own settings (``start(data_dir, STEADYFRAME_X="...")``); all are
+    stopped when the module ends."""
+    running: list[Iterator[LiveServer]] = []
+
+    def start(data_dir: Path, *, log_dir: Path | None = None, **env_overrides: str) -> LiveServer:
+        server = start_server(data_dir, log_dir=log_dir, **env_overrides)
+        running.append(server)
+        return next(server)
+
+    yield start
+    for server in reversed(running):
+        server.close()  # runs start_server's cleanup: stops the process tree
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One real server (fault injection on) shared by every test of this xdist worker."""
@@ -140,7 +158,7 @@ def idle_app(tmp_path: Path) -> Iterator[tuple[TestClient, SqliteJobStore, Setti
     settings = Settings(data_dir=tmp_path / "data", max_queue=2, max_upload_mb=0.05, max_prompt_chars=100)
     store = SqliteJobStore(settings.jobs_db)
     app = create_app(settings, store=store, dispatcher=Dispatcher(settings, store))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK_URL) as client:
         yield client, store, settings
     store.close()
 

@@ -205,7 +205,8 @@ def test_invalid_specs_get_422_with_the_fields_named(live_server: LiveServer, pn
         for body, field in cases:
             response = http.post("/v1/jobs", json=body)
             assert response.status_code == 422, body
-            locs = [err["loc"] for err in response.json()["detail"]]
+            assert isinstance(response.json()["detail"], str), body
+            locs = [err["loc"] for err in response.json()["errors"]]
             assert any(field in [str(part) for part in loc] for loc in locs), (body, locs)
 
 

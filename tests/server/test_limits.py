@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from steadyframe.jobs.sqlite import SqliteJobStore
 from steadyframe.settings import Settings
 
+LOOPBACK_URL = "http://127.0.0.1"  # the Host the request guard answers to (TestClient's default is "testserver")
 IdleApp = tuple[TestClient, SqliteJobStore, Settings]
 
 
@@ -40,10 +41,10 @@ def test_cancel_of_a_queued_job_is_immediate_and_frees_its_queue_place(idle_app:
 def test_prompt_length_and_fault_are_bounded_by_settings(idle_app: IdleApp) -> None:
     client, _, settings = idle_app
     too_long = client.post("/v1/jobs", json={"prompt": "x" * (settings.max_prompt_chars + 1)})
-    assert too_long.status_code == 422 and too_long.json()["detail"][0]["loc"] == ["body", "prompt"]
+    assert too_long.status_code == 422 and too_long.json()["errors"][0]["loc"] == ["body", "prompt"]
     fault = client.post("/v1/jobs", json={"prompt": "x", "fault": {"stage": "denoise", "kind": "oom"}})
     assert fault.status_code == 422
-    assert "fault injection is not enabled" in fault.json()["detail"][0]["msg"]
+    assert "fault injection is not enabled" in fault.json()["errors"][0]["msg"]
 
 
 def test_upload_over_the_size_limit_is_413_and_leaves_nothing(idle_app: IdleApp, png_file: Path) -> None:
@@ -83,7 +84,7 @@ def test_upload_over_the_pixel_limit_is_422(tmp_path: Path) -> None:
     store = SqliteJobStore(settings.jobs_db)
     image = tmp_path / "wide.png"
     Image.new("RGB", (100, 20)).save(image)
-    with TestClient(create_app(settings, store=store, dispatcher=Dispatcher(settings, store))) as client:
+    with TestClient(create_app(settings, store=store, dispatcher=Dispatcher(settings, store)), base_url=LOOPBACK_URL) as client:
         response = client.post("/v1/uploads", files={"file": ("wide.png", image.read_bytes())})
     assert response.status_code == 422 and "pixels" in response.json()["detail"]
 
@@ -124,7 +125,7 @@ def test_a_bug_in_a_route_answers_500_with_an_error_id_that_is_logged(idle_app: 
         raise RuntimeError("store exploded")
 
     monkeypatch.setattr(store, "list", broken)
-    client_no_raise = TestClient(client.app, raise_server_exceptions=False)
+    client_no_raise = TestClient(client.app, base_url=LOOPBACK_URL, raise_server_exceptions=False)
     response = client_no_raise.get("/v1/jobs")
     assert response.status_code == 500
     body = response.json()
@@ -138,9 +139,9 @@ def test_a_spec_the_model_cannot_run_is_422_and_queues_nothing(idle_app: IdleApp
     client, store, _ = idle_app
     frames = client.post("/v1/jobs", json={"prompt": "a boat", "num_frames": 50})  # tiny 1.0: 8N+1, at most 17
     assert frames.status_code == 422, frames.text
-    assert "frame" in frames.json()["detail"][0]["msg"] and frames.json()["advice"]
+    assert "frame" in frames.json()["errors"][0]["msg"] and frames.json()["advice"]
     weights = client.post("/v1/jobs", json={"prompt": "a boat", "upscale": 2})  # no upscaler weights installed
     assert weights.status_code == 422, weights.text
-    assert "RealESRGAN" in weights.json()["detail"][0]["msg"]
-    assert "/" not in weights.json()["detail"][0]["msg"].split("http")[0]  # names the file, not a path
+    assert "RealESRGAN" in weights.json()["errors"][0]["msg"]
+    assert "/" not in weights.json()["errors"][0]["msg"].split("http")[0]  # names the file, not a path
     assert store.list() == []

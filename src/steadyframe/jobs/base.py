@@ -64,8 +64,11 @@ class JobRecord:
 
 class JobStore(ABC):
     @abstractmethod
-    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
-        """Queue a job; with a known ``idempotency_key`` return that job instead. -> (job, created)."""
+    def submit(
+        self, spec: dict[str, Any], *, idempotency_key: str | None = None, client: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Queue a job; with a known ``idempotency_key`` return that job instead. -> (job, created).
+        ``client`` (a token hash or an address) is kept for per-client quotas."""
 
     @abstractmethod
     def get(self, job_id: str) -> JobRecord | None: ...
@@ -80,7 +83,8 @@ class JobStore(ABC):
         """Newest first."""
 
     @abstractmethod
-    def count(self, status: JobStatus) -> int: ...
+    def count(self, status: JobStatus, *, client: str | None = None) -> int:
+        """Jobs in ``status``, of one ``client`` when given."""
 
     @abstractmethod
     def position(self, job_id: str) -> int | None:

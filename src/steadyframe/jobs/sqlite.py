@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     idempotency_key TEXT UNIQUE,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    worker_id TEXT
+    worker_id TEXT,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS learned_levels (
@@ -94,6 +95,9 @@ class SqliteJobStore(JobStore):
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(_SCHEMA)
+            columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+            if "client" not in columns:  # a table from before per-client quotas
+                self._conn.execute("ALTER TABLE jobs ADD COLUMN client TEXT")
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -119,7 +123,9 @@ class SqliteJobStore(JobStore):
 
     # --- JobStore -------------------------------------------------------------------------
 
-    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+    def submit(
+        self, spec: dict[str, Any], *, idempotency_key: str | None = None, client: str | None = None
+    ) -> tuple[JobRecord, bool]:
         with self._transaction() as conn:
             if idempotency_key is not None:
                 row = conn.execute(
@@ -129,8 +135,8 @@ class SqliteJobStore(JobStore):
                     return _row_to_record(row), False
             job_id = new_job_id()
             conn.execute(
-                "INSERT INTO jobs (id, status, spec, created_at, idempotency_key) VALUES (?, ?, ?, ?, ?)",
-                (job_id, JobStatus.QUEUED.value, json.dumps(spec), time.time(), idempotency_key),
+                "INSERT INTO jobs (id, status, spec, created_at, idempotency_key, client) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, JobStatus.QUEUED.value, json.dumps(spec), time.time(), idempotency_key, client),
             )
             record = self._fetch(conn, job_id)
         assert record is not None
@@ -156,9 +162,14 @@ class SqliteJobStore(JobStore):
                 )
             return [_row_to_record(r) for r in rows.fetchall()]
 
-    def count(self, status: JobStatus) -> int:
+    def count(self, status: JobStatus, *, client: str | None = None) -> int:
         with self._lock:
-            row = self._conn.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (JobStatus(status).value,))
+            if client is None:
+                row = self._conn.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (JobStatus(status).value,))
+            else:
+                row = self._conn.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE status = ? AND client = ?", (JobStatus(status).value, client)
+                )
             return int(row.fetchone()[0])
 
     def position(self, job_id: str) -> int | None:
@@ -337,3 +348,52 @@ class SqliteJobStore(JobStore):
                     "ON CONFLICT(shape) DO UPDATE SET level = excluded.level, learned_at = excluded.learned_at",
                     (key, level, time.time()),
                 )
+
+# --- opening the table at server start ----------------------------------------------------------
+
+
+class CorruptJobTable(Exception):
+    """The jobs database cannot be read as SQLite or fails its integrity check."""
+
+
+def check_integrity(path: Path) -> None:
+    """Raise ``CorruptJobTable`` unless ``path`` (if it exists) opens and passes ``PRAGMA quick_check``."""
+    if not path.exists():
+        return
+    try:
+        conn = sqlite3.connect(path, timeout=30.0)
+        try:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise CorruptJobTable(str(exc)) from exc
+    if not verdict or verdict[0] != "ok":
+        raise CorruptJobTable(str(verdict[0] if verdict else "no answer to quick_check"))
+
+
+def open_job_store(path: Path) -> tuple[SqliteJobStore, str | None]:
+    """The job table at ``path``; a damaged one is moved aside (kept for inspection) and a new one started.
+
+    -> (store, warning): the warning names the file it was moved to, or is None when all was well.
+    Starting beats refusing: the table holds the queue and the history, while outputs stay on disk,
+    so a fresh table loses no video, and refusing would leave the operator to do this same move by hand.
+    """
+    path = Path(path)
+    try:
+        check_integrity(path)
+        return SqliteJobStore(path), None
+    except (CorruptJobTable, sqlite3.DatabaseError) as exc:
+        reason = str(exc) or type(exc).__name__
+    kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.replace(kept)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.replace(kept.with_name(kept.name + suffix))
+    warning = (
+        f"the jobs database was damaged ({reason}); it was moved to {kept.name} in the data folder and a new, "
+        "empty job table was started (outputs on disk are untouched)"
+    )
+    return SqliteJobStore(path), warning

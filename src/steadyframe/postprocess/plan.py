@@ -13,9 +13,11 @@ One place for these decisions so the engine, the sidecar JSON, the API and the U
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
-ALLOWED_FACTORS = (1, 2, 4)
+# The one definition of the upscale/interpolate factors: JobSpec, the API schema and the UI read it.
+Factor = Literal[1, 2, 4]
+ALLOWED_FACTORS: tuple[int, ...] = get_args(Factor)
 
 
 def check_factor(name: str, value: int) -> int:

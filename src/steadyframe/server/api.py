@@ -15,6 +15,7 @@ from steadyframe.errors import InvalidInputError
 from steadyframe.families import families_status
 from steadyframe.jobs.base import JobRecord, JobStatus
 from steadyframe.server.context import OUTPUT_FILES, ServerContext
+from steadyframe.server.guard import client_key
 from steadyframe.server.job_service import IdempotencyConflict, JobRejected, QueueFull
 from steadyframe.server.schemas import (
     FamilyView,
@@ -26,6 +27,7 @@ from steadyframe.server.schemas import (
     ProblemView,
     SystemView,
     UploadView,
+    validation_problem,
 )
 from steadyframe.server.system_info import server_process, swap_and_ram_mb, worker_processes
 from steadyframe.server.uploads import UnsupportedMediaType, UploadTooLarge
@@ -88,14 +90,16 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
         tags=["jobs"],
     )
     def create_job(
+        request: Request,
         body: JobCreate,
         idempotency_key: Annotated[str | None, Header(max_length=200, description="same key, same job")] = None,
     ):
-        """Queue a generation job. With an ``Idempotency-Key`` a retried request returns the first job."""
+        """Queue a generation job. With an ``Idempotency-Key`` a retried request returns the first job.
+        429 when the queue is full, or this client (token, else address) has its quota of queued jobs."""
         try:
-            record, created = ctx.jobs.submit(body, idempotency_key=idempotency_key)
+            record, created = ctx.jobs.submit(body, idempotency_key=idempotency_key, client=client_key(request.scope))
         except JobRejected as exc:
-            return JSONResponse({"detail": exc.errors, "advice": exc.advice}, status_code=422)
+            return JSONResponse(validation_problem(exc.errors, exc.advice), status_code=422)
         except QueueFull as exc:
             return problem(
                 429, str(exc), f"Try again in {exc.retry_after_s} s.", headers={"Retry-After": str(exc.retry_after_s)}
@@ -122,7 +126,12 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
         """A job's status, progress, result (when succeeded) or error (when failed)."""
         return job_view(record, ctx.uploads, position=ctx.store.position(record.id))
 
-    @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse, responses=_NOT_FOUND, tags=["jobs"])
+    @router.get(
+        "/jobs/{job_id}/events",
+        response_class=EventSourceResponse,
+        responses={**_NOT_FOUND, 429: {"model": ProblemView, "description": "too many open event streams"}},
+        tags=["jobs"],
+    )
     async def job_events(request: Request, record: JobRecord = job_dependency) -> AsyncIterator[ServerSentEvent]:
         """Server-sent events: ``progress`` whenever status or progress changes, then one terminal
         event named after the final status (``succeeded``, ``failed`` or ``cancelled``). Data is the job."""
@@ -202,6 +211,7 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
             ram_available_mb=round(available, 1),
             queue_depth=ctx.store.count(JobStatus.QUEUED),
             ready=bool(ctx.dispatcher is not None and ctx.dispatcher.is_ready()),
+            warnings=list(ctx.warnings),
         )
 
     return router

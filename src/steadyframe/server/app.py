@@ -8,22 +8,28 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import gradio as gr
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from steadyframe import __version__
 from steadyframe.jobs.base import JobStore
 from steadyframe.logs import get_logger, log_failure
 from steadyframe.server.api import build_api_router
-from steadyframe.server.auth import bearer_guard, ui_login
+from steadyframe.server import data_lock
+from steadyframe.server.auth import bind_warnings, ui_login
 from steadyframe.server.context import ServerContext
 from steadyframe.server.job_service import JobService
 from steadyframe.server.metrics import metrics_registry, render_metrics
 from steadyframe.server.ui import UI_PATH, OutputStaging, build_ui, ui_css
-from steadyframe.server.uploads import UploadSizeGuard, UploadStore
+from steadyframe.server.guard import RequestGuard
+from steadyframe.server.schemas import COMMON_RESPONSES, validation_problem
+from steadyframe.server.uploads import UploadStore
 from steadyframe.settings import Settings
-from steadyframe.taxonomy import new_error_id
+from steadyframe.errors import ErrorKind
+from steadyframe.taxonomy import describe, is_disk_full, new_error_id
 
 log = get_logger("server")
 
@@ -40,10 +46,16 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
     A dispatcher passed in is neither started nor stopped here (its owner does that).
     """
     settings.ensure_dirs()
+    warnings = bind_warnings(settings)
+    owns_store = store is None
     if store is None:
-        from steadyframe.jobs.sqlite import SqliteJobStore
+        from steadyframe.jobs.sqlite import open_job_store
 
-        store = SqliteJobStore(settings.jobs_db)
+        data_lock.acquire(settings.data_dir, port=settings.port)  # before the job table is touched
+        store, damaged = open_job_store(settings.jobs_db)
+        if damaged:
+            log.warning(damaged)
+            warnings.append(damaged)
     owns_dispatcher = dispatcher is None
     if dispatcher is None:
         from steadyframe.supervisor import Dispatcher
@@ -57,6 +69,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
         uploads=uploads,
         jobs=JobService(settings, store, uploads, dispatcher),
         dispatcher=dispatcher,
+        warnings=warnings,
     )
 
     @asynccontextmanager
@@ -69,21 +82,35 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
             if owns_dispatcher:
                 await run_in_threadpool(dispatcher.stop)
             staging.cleanup()
+            if owns_store:
+                store.close()
+                data_lock.release(settings.data_dir)
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc from bundled Swagger/ReDoc files, no CDN.
+    app = FastAPIOffline(
         title="steadyframe",
         version=__version__,
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        responses=COMMON_RESPONSES,
     )
     app.state.ctx = ctx
-    app.add_middleware(UploadSizeGuard, path="/v1/uploads", max_bytes=uploads.max_bytes)
-    guard = Depends(bearer_guard(settings))
-    app.include_router(build_api_router(ctx), dependencies=[guard])
+    app.add_middleware(RequestGuard, settings=settings)
+    app.include_router(build_api_router(ctx))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A request that does not fit the schema: 422 with one readable line and the field list."""
+        return JSONResponse(validation_problem(exc.errors()), status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        """A bug in a route: the user gets an error id, the log gets the traceback under that id."""
+        """A bug in a route: the user gets an error id, the log gets the traceback under that id.
+        A full disk is no bug: 507 with what to do (the server keeps serving reads meanwhile)."""
+        if is_disk_full(exc):
+            log.warning("%s %s: the disk is full (%s)", request.method, request.url.path, exc)
+            described = describe(ErrorKind.DISK_FULL)
+            return JSONResponse({"detail": described.message, "advice": described.advice}, status_code=507)
         error_id = new_error_id()
         text = "".join(traceback_module.format_exception(exc))
         log_failure(
@@ -111,7 +138,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
 
     registry = metrics_registry(ctx)
 
-    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[guard], tags=["probes"])
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["probes"])
     def metrics() -> Response:
         """Prometheus text format: queue, jobs by status and error kind, stage durations, workers, memory."""
         body, content_type = render_metrics(registry)

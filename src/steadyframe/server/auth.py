@@ -1,7 +1,8 @@
 """Who may talk to the server: loopback-only by default, a bearer token beyond it.
 
-The API and /metrics take ``Authorization: Bearer <token>``; the UI asks for the same token as
-the password of Gradio's login form (any user name). Probes (/healthz, /readyz) stay open.
+The API and /metrics take ``Authorization: Bearer <token>`` (checked by ``server.guard`` before a
+body is read); the UI asks for the same token as the password of Gradio's login form (any user
+name). Probes (/healthz, /readyz) stay open.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Callable
-
-from fastapi import HTTPException, Request, status
 
 from steadyframe.errors import ErrorKind, SteadyframeError
 from steadyframe.settings import Settings
@@ -43,26 +42,18 @@ def check_bind(settings: Settings) -> None:
     )
 
 
+def bind_warnings(settings: Settings) -> list[str]:
+    """What an operator must hear about how the server is exposed (logged at start, shown in /v1/system)."""
+    if is_loopback(settings.host) or settings.api_token:
+        return []
+    return [
+        f"listening on {settings.host} without an API token (STEADYFRAME_ALLOW_UNAUTHENTICATED_REMOTE is set): "
+        "anyone who can reach this address can run jobs and read results"
+    ]
+
+
 def token_matches(expected: str, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
-
-
-def bearer_guard(settings: Settings) -> Callable[[Request], None]:
-    """A FastAPI dependency that answers 401 unless the request carries the configured token."""
-
-    def require_token(request: Request) -> None:
-        if not settings.api_token:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not token_matches(settings.api_token, given.strip()):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                detail="missing or wrong API token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    return require_token
 
 
 def ui_login(settings: Settings) -> Callable[[str, str], bool] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ class ServerContext:
     dispatcher: (
         Any  # steadyframe.supervisor.Dispatcher (typed loosely: tests may pass a stand-in with the same methods)
     )
+    warnings: list[str] = field(default_factory=list)  # shown in /v1/system: exposure, damaged state
 
     def output_file(self, record: JobRecord, which: str) -> Path | None:
         """The finished job's ``video`` or ``gif`` file, only if it exists inside that job's output folder."""

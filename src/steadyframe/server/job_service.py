@@ -41,8 +41,11 @@ class JobRejected(Exception):
 class QueueFull(Exception):
     queued: int
     retry_after_s: int
+    per_client: bool = False
 
     def __str__(self) -> str:
+        if self.per_client:
+            return f"you already have {self.queued} jobs waiting, this server's limit per client"
         return f"the queue is full ({self.queued} jobs waiting)"
 
 
@@ -119,19 +122,26 @@ class JobService:
             detail = [{"loc": ["body"], "msg": exc.message, "type": exc.kind.value}]
             raise JobRejected(exc.message, exc.advice or "Fix the job and send it again.", detail) from None
 
-    def submit(self, request: JobCreate, *, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
-        """Queue ``request``. -> (job, created). Raises ``JobRejected``, ``QueueFull``, ``IdempotencyConflict``."""
+    def submit(
+        self, request: JobCreate, *, idempotency_key: str | None = None, client: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Queue ``request`` for ``client`` (a token hash or an address; None = not counted per client).
+        -> (job, created). Raises ``JobRejected``, ``QueueFull``, ``IdempotencyConflict``."""
         spec = self.build_spec(request)
         with self._submit_lock:
             queued = self.store.count(JobStatus.QUEUED)
-            if queued >= self.settings.max_queue:
+            mine = self.store.count(JobStatus.QUEUED, client=client) if client is not None else 0
+            full = queued >= self.settings.max_queue or mine >= self.settings.max_queue_per_client
+            if full:
                 # A retry of an accepted request still gets its job, even when the queue is full now.
                 earlier = self.store.find_by_idempotency_key(idempotency_key) if idempotency_key else None
                 if earlier is None:
-                    raise QueueFull(queued, self.retry_after_s)
+                    if queued >= self.settings.max_queue:
+                        raise QueueFull(queued, self.retry_after_s)
+                    raise QueueFull(mine, self.retry_after_s, per_client=True)
                 record, created = earlier, False
             else:
-                record, created = self.store.submit(spec, idempotency_key=idempotency_key)
+                record, created = self.store.submit(spec, idempotency_key=idempotency_key, client=client)
         if not created and record.spec != spec:
             raise IdempotencyConflict(record.id)
         if created:

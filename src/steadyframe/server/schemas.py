@@ -6,11 +6,13 @@ Internal records (``JobRecord``) are turned into these views by :mod:`steadyfram
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
-from steadyframe.spec import FaultSpec, Mode, PresetName
+from steadyframe.spec import JobSpec
 
 
 class UploadView(BaseModel):
@@ -25,28 +27,34 @@ class UploadView(BaseModel):
     duration_s: float | None = None
 
 
-class JobCreate(BaseModel):
-    """The body of ``POST /v1/jobs``; unknown fields are rejected with 422."""
+# JobSpec fields the server fills itself (paths on its machine): never part of a request.
+_SERVER_ONLY_FIELDS = {"image_path", "video_path", "upscale_model", "rife_model"}
+# JobSpec fields whose default the API leaves open (None = "the server decides"), bounds unchanged.
+_OPEN_DEFAULTS = {"preset", "strength"}
 
-    model_config = ConfigDict(extra="forbid")
 
-    mode: Mode = "t2v"
-    prompt: str = Field(..., description="what the video shows")
-    negative_prompt: str = ""
-    model: str | None = Field(None, description="family name, repo id or local folder; default: the server's model")
-    preset: PresetName | None = Field(None, description="motion preset; default balanced")
-    steps: int | None = Field(None, ge=1, le=200)
-    guidance: float | None = Field(None, ge=0.0, le=30.0)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    num_frames: int | None = Field(None, ge=1, le=1024)
-    width: int | None = Field(None, ge=16, le=4096)
-    height: int | None = Field(None, ge=16, le=4096)
-    strength: float | None = Field(None, gt=0.0, le=1.0, description="v2v only: how far to move from the input")
-    image_upload: str | None = Field(None, description="id from POST /v1/uploads (i2v)")
-    video_upload: str | None = Field(None, description="id from POST /v1/uploads (v2v)")
-    upscale: Literal[1, 2, 4] = 1
-    interpolate: Literal[1, 2, 4] = 1
-    fault: FaultSpec | None = Field(None, description="injected fault; accepted only when fault injection is on")
+def _request_field(name: str, info: FieldInfo) -> tuple[Any, FieldInfo]:
+    """JobSpec's field as the request declares it: same type, bounds and description."""
+    field = copy.copy(info)
+    if name in _OPEN_DEFAULTS:
+        field.default = None
+        return info.annotation | None, field
+    return info.annotation, field
+
+
+# The body of ``POST /v1/jobs``, derived from JobSpec so every bound is declared once (in spec.py).
+JobCreate = create_model(
+    "JobCreate",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="The body of ``POST /v1/jobs``; unknown fields are rejected with 422. Bounds are JobSpec's.",
+    **{
+        name: _request_field(name, info)
+        for name, info in JobSpec.model_fields.items()
+        if name not in _SERVER_ONLY_FIELDS
+    },
+    image_upload=(str | None, Field(None, max_length=64, description="id from POST /v1/uploads (i2v)")),
+    video_upload=(str | None, Field(None, max_length=64, description="id from POST /v1/uploads (v2v)")),
+)
 
 
 class JobAccepted(BaseModel):
@@ -146,6 +154,9 @@ class SystemView(BaseModel):
     ram_available_mb: float
     queue_depth: int
     ready: bool
+    warnings: list[str] = Field(
+        default_factory=list, description="what the operator must know: an unauthenticated remote bind, a damaged database moved aside"
+    )
 
 
 class ProblemView(BaseModel):
@@ -154,3 +165,42 @@ class ProblemView(BaseModel):
     detail: str
     advice: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+def _plain(text: object) -> str:
+    """Text that always encodes as UTF-8 (a field name from the request may hold lone surrogates)."""
+    return str(text).encode("utf-8", "replace").decode("utf-8")[:300]
+
+
+def field_errors(errors: Any) -> list[dict[str, Any]]:
+    """pydantic/FastAPI errors as ``{loc, msg, type}`` (never the input: it may be huge or not UTF-8)."""
+    return [
+        {"loc": [_plain(p) for p in e.get("loc", ())], "msg": _plain(e.get("msg", "")), "type": _plain(e.get("type", ""))}
+        for e in errors
+    ]
+
+
+def validation_problem(errors: Any, advice: str = "Fix the fields listed and send the request again.") -> dict[str, Any]:
+    """A 422 ProblemView body: ``detail`` one line naming the first bad field, ``errors`` all of them."""
+    listed = field_errors(errors)
+    first = listed[0] if listed else {"loc": [], "msg": "the request is not valid"}
+    where = ".".join(p for p in first["loc"] if p != "body") or "request"
+    more = f" (and {len(listed) - 1} more)" if len(listed) > 1 else ""
+    return {"detail": f"{where}: {first['msg']}{more}", "advice": advice, "errors": listed}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": ProblemView, "description": description}
+
+
+# What any route may answer besides its own responses (the guard's refusals, schema errors, bugs).
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem("the Host header is not one this server answers to"),
+    401: _problem("missing or wrong API token (when the server has one)"),
+    403: _problem("a state-changing request from a foreign web page (Origin)"),
+    408: _problem("the request body stalled"),
+    413: _problem("the request body is larger than the route allows"),
+    422: _problem("the request does not fit the schema; errors lists each field"),
+    500: _problem("a bug: the body carries an error id that matches the server log"),
+    507: _problem("the disk holding the data folder is full"),
+}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from steadyframe.families import FAMILIES
+from steadyframe.postprocess.plan import ALLOWED_FACTORS
 from steadyframe.presets import PRESETS
 from steadyframe.server.context import ServerContext
 from steadyframe.server.ui_handlers import DEFAULT_MODEL, OutputStaging, UIHandlers
@@ -106,8 +107,8 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
                                     elem_id="frames",
                                 )
                             with gr.Row():
-                                upscale = gr.Radio([1, 2, 4], value=1, label="Upscale factor")
-                                interpolate = gr.Radio([1, 2, 4], value=1, label="Frame interpolation factor")
+                                upscale = gr.Radio(list(ALLOWED_FACTORS), value=1, label="Upscale factor")
+                                interpolate = gr.Radio(list(ALLOWED_FACTORS), value=1, label="Frame interpolation factor")
                             fault = gr.Textbox(
                                 label="Fault injection (tests only, JSON)", visible=settings.fault_injection,
                                 placeholder='{"stage": "denoise", "kind": "error", "at_step": 1}', elem_id="fault",

@@ -30,21 +30,12 @@ from steadyframe.server.prompt_enhance import PromptEnhanceError, enhance_prompt
 from steadyframe.server.schemas import JobCreate
 from steadyframe.server.system_info import server_process, swap_and_ram_mb, worker_processes
 from steadyframe.server.uploads import UnsupportedMediaType, UploadTooLarge
+from steadyframe.stages import stage_words
 from steadyframe.taxonomy import user_text
 
 DEFAULT_MODEL = "server default"
 HISTORY_LIMIT = 50
 POLL_S = 0.4  # store polling while a job runs: live enough, cheap for SQLite
-STAGE_WORDS = {
-    "load": "loading the model",
-    "encode_prompt": "encoding the prompt",
-    "denoise": "denoising",
-    "decode": "decoding frames",
-    "upscale": "upscaling",
-    "interpolate": "interpolating frames",
-    "encode_video": "encoding the video",
-    "save": "saving",
-}
 
 
 def _esc(value: object) -> str:
@@ -102,7 +93,7 @@ def status_card(record: JobRecord, ctx: ServerContext, position: int | None = No
         lines.append(f"<div class='sf-muted'>Queued ({_esc(where)})</div>")
     elif status == JobStatus.RUNNING:
         progress = record.progress
-        stage = STAGE_WORDS.get(progress.stage or "", progress.stage or "starting")
+        stage = stage_words(progress.stage, progress.stage or "starting")
         counter = f" {progress.step}/{progress.total}" if progress.total else ""
         attempt = f" (attempt {record.attempt + 1})" if record.attempt else ""
         lines.append(f"<div class='sf-stage'>{_esc(stage)}{_esc(counter)}{_esc(attempt)}</div>")
@@ -243,9 +234,7 @@ class UIHandlers:
             if state != last:
                 last = state
                 position = await run_in_threadpool(self.ctx.store.position, job_id)
-                stage = STAGE_WORDS.get(
-                    record.progress.stage or "", "queued" if record.status == JobStatus.QUEUED else "starting"
-                )
+                stage = stage_words(record.progress.stage, "queued" if record.status == JobStatus.QUEUED else "starting")
                 progress(record.progress.fraction, desc=stage)
                 yield job_id, status_card(record, self.ctx, position), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             await asyncio.sleep(POLL_S)

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from steadyframe.errors import InvalidInputError
 from steadyframe.server.schemas import UploadView
 from steadyframe.settings import Settings
@@ -24,7 +21,6 @@ from steadyframe.settings import Settings
 UploadKind = Literal["image", "video"]
 _ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK = 1 << 20
-_MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file in a multipart body
 
 
 class UploadTooLarge(Exception):
@@ -119,6 +115,20 @@ class UploadStore:
         return head
 
     def _probe(self, upload_id: str, kind: UploadKind, path: Path) -> UploadView:
+        try:
+            return self._probe_checked(upload_id, kind, path)
+        except InvalidInputError:
+            raise
+        except Exception as exc:  # a decoder choking on the client's bytes is still the client's bad file
+            from steadyframe.logs import get_logger
+
+            get_logger("server.uploads").warning("upload %s did not decode: %r", upload_id, exc)
+            raise InvalidInputError(
+                f"The {kind} could not be read ({type(exc).__name__}).",
+                advice="Check the file opens in an image viewer or video player, or re-export it.",
+            ) from None
+
+    def _probe_checked(self, upload_id: str, kind: UploadKind, path: Path) -> UploadView:
         from steadyframe import media  # torch-free; imported late so the server starts fast
 
         if kind == "image":
@@ -165,29 +175,3 @@ class UploadStore:
         if candidate.parent.parent == self.root and _ID_PATTERN.match(candidate.parent.name):
             return candidate.parent.name
         return None
-
-
-class UploadSizeGuard:
-    """ASGI middleware: answer 413 to an upload whose Content-Length already says it is too large,
-    before the multipart body is read (FastAPI parses the whole form before the route runs)."""
-
-    def __init__(self, app: ASGIApp, *, path: str, max_bytes: int) -> None:
-        self.app = app
-        self.path = path
-        self.max_bytes = max_bytes + _MULTIPART_OVERHEAD
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == self.path and scope["method"] == "POST":
-            declared = dict(scope["headers"]).get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                limit_mb = (self.max_bytes - _MULTIPART_OVERHEAD) / 1024 / 1024
-                response = JSONResponse(
-                    {
-                        "detail": f"the file is larger than {limit_mb:g} MB",
-                        "advice": f"Send a file under {limit_mb:g} MB.",
-                    },
-                    status_code=413,
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

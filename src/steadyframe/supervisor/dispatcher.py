@@ -27,7 +27,7 @@ from steadyframe.settings import Settings
 from steadyframe.supervisor import events as ev
 from steadyframe.supervisor.pool import ExitCause, PoolEvent, WorkerExited, WorkerPool, WorkerSlot, default_pool
 from steadyframe.supervisor.retention import apply_retention
-from steadyframe.taxonomy import describe, new_error_id
+from steadyframe.taxonomy import describe, is_disk_full, new_error_id
 from steadyframe.worker.messages import (
     CancelJob,
     Heartbeat,
@@ -42,6 +42,7 @@ from steadyframe.worker.messages import (
 log = get_logger("supervisor")
 
 TICK_S = 0.5  # how often timers are checked when nothing happens
+UNRECORDED_RETRY_S = 2.0  # how often a kept job outcome is offered to a full disk again
 STARTUP_TIMEOUT_S = 300.0  # a worker that never says Ready (stuck import, stuck driver) is replaced
 STOP_CONFIRM_S = 60.0  # a worker we ended whose exit the pool never reports is taken for gone
 BACKOFF_FIRST_S = 0.5
@@ -186,6 +187,8 @@ class Dispatcher:
         self._recycles: Counter[str] = Counter()
         self._finished: Counter[str] = Counter()
         self._orphans: dict[str, JobError] = {}  # jobs whose worker was lost while recording failed
+        self._unrecorded: dict[str, Callable[[], None]] = {}  # ended jobs the full disk kept out of the store
+        self._next_unrecorded_try = 0.0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._stopped = False
@@ -381,11 +384,26 @@ class Dispatcher:
         worker = self._workers.get(event.worker_id)
         if worker is None:
             return
-        if not self._guard(worker, f"handling {type(event.message).__name__}", self._handle, worker, event.message):
-            return
         message = event.message
+        try:
+            self._handle(worker, message)
+            return
+        except Exception as exc:
+            log.exception(
+                "dispatcher error while handling %s (worker %s)", type(message).__name__, worker.id,
+                extra={"worker_id": worker.id},
+            )  # fmt: skip
+            failure = exc
         job = worker.job
-        if isinstance(message, WorkerExited | JobDone | JobFailed) and job is not None:
+        if isinstance(message, JobDone | JobFailed) and job is not None and is_disk_full(failure):
+            # The job ended and its files are whole; only the store could not take its outcome: keep it.
+            worker.job = None
+            self._unrecorded[job.id] = self._outcome_writer(message)
+            log.warning(
+                "job %s ended but the disk is full; its outcome is kept and recorded once space is back", job.id,
+                extra={"job_id": job.id},
+            )  # fmt: skip
+        elif isinstance(message, WorkerExited | JobDone | JobFailed) and job is not None:
             # Its outcome could not be recorded: requeue it (or fail it past max attempts) from the next tick.
             worker.job = None
             detail = "The supervisor could not record how the job ended."
@@ -517,7 +535,10 @@ class Dispatcher:
         if level > job.start_level:
             self._stats.oom_recoveries += 1
         if level != job.start_level:
-            self.store.learn_level(job.shape, level)  # the next job of this shape starts there
+            try:
+                self.store.learn_level(job.shape, level)  # the next job of this shape starts there
+            except Exception:  # a hint for later jobs; never a reason to lose this one's outcome
+                log.warning("could not remember memory level %d for %s", level, job.shape, exc_info=True)
         log.info("job %s succeeded on %s", message.job_id, worker.id, extra={"job_id": message.job_id})
         self._end_job(worker, JobStatus.SUCCEEDED.value)
         self._emit(
@@ -703,6 +724,12 @@ class Dispatcher:
         """Timers for every worker, then claims for idle ones. One worker's error never stops the rest."""
         for worker in list(self._workers.values()):
             self._guard(worker, f"checking its timers ({worker.state.value})", self._tick_worker, worker, now)
+        if self._unrecorded and now >= self._next_unrecorded_try:
+            self._next_unrecorded_try = now + UNRECORDED_RETRY_S
+            for job_id, write in list(self._unrecorded.items()):
+                if not self._guard(None, f"recording the outcome of job {job_id}", write):
+                    del self._unrecorded[job_id]
+                    log.info("recorded the kept outcome of job %s", job_id, extra={"job_id": job_id})
         for job_id in list(self._orphans):
             self._guard(None, f"requeueing orphaned job {job_id}", self._requeue_orphan, job_id)
         for worker in list(self._workers.values()):
@@ -752,6 +779,18 @@ class Dispatcher:
     def _idle_too_long(self, worker: _Worker, now: float) -> bool:
         limit = self.settings.idle_exit_after_s
         return limit > 0 and now - worker.idle_since > limit and self.store.count(JobStatus.QUEUED) == 0
+
+    def _outcome_writer(self, message: JobDone | JobFailed) -> Callable[[], None]:
+        """A retry of the store write that records ``message``'s outcome (used while the disk is full)."""
+        if isinstance(message, JobDone):
+            return lambda: self.store.finish_succeeded(message.job_id, message.result)
+        if message.kind == ErrorKind.CANCELLED.value:
+            return lambda: self.store.finish_cancelled(message.job_id)
+        error = JobError(
+            kind=message.kind, message=message.message, advice=message.advice, error_id=message.error_id,
+            stage=message.stage, traceback=message.traceback,
+        )  # fmt: skip
+        return lambda: self.store.finish_failed(message.job_id, error)
 
     def _requeue_orphan(self, job_id: str) -> None:
         error = self._orphans[job_id]
