@@ -208,3 +208,23 @@ def resolve_model(model: str | None, settings: Settings, mode: Mode = "t2v") -> 
         f"The model {name!r} is neither a catalog name, a Hugging Face repo id nor an existing folder.",
         advice="Run `steadyframe models` to see the catalog and what is downloaded.",
     )
+
+
+def pull_entry(model: str, settings: Settings) -> CatalogEntry:
+    """What ``steadyframe pull MODEL`` fetches: a catalog name, or (operator) a repo id[@revision]."""
+    entries = catalog(settings)
+    if model in entries:
+        return entries[model]
+    repo = split_repo_source(model)
+    if repo is None:
+        raise ModelUnavailableError(
+            f"The model {model!r} is neither a catalog name nor a Hugging Face repo id.",
+            advice="Run `steadyframe models` to see the catalog.",
+        )
+    family = family_for_repo(repo[0])
+    if family is None:
+        raise ModelUnavailableError(
+            f"The model {model!r} is not a supported CogVideoX family.",
+            advice="Add it to STEADYFRAME_MODELS with its \"family\", then pull it by that name.",
+        )
+    return CatalogEntry(model, family, repo_id=repo[0], revision=repo[1])

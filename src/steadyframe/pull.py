@@ -77,6 +77,13 @@ class PullPlan:
         return sum(_held(self.folder, f) for f in self.files)
 
 
+def is_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as ``huggingface_hub`` read it: then nothing is pulled."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def wanted_files(paths: list[str]) -> list[str]:
     """The files of a repo a diffusers pipeline loads (``ALLOW_PATTERNS``, no duplicate weights)."""
     from huggingface_hub.utils import filter_repo_objects

@@ -37,17 +37,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     idempotency_key TEXT UNIQUE,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    worker_id TEXT
+    worker_id TEXT,
+    waiting_for TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 """
 
 _COLUMNS = (
     "id, status, spec, attempt, stage, step, total, created_at, started_at, finished_at, "
-    "result, error, idempotency_key, cancel_requested, worker_id"
+    "result, error, idempotency_key, cancel_requested, worker_id, waiting_for"
 )
 
 _TERMINAL = tuple(s.value for s in JobStatus if s.terminal)
+_WAITING = "SELECT id FROM jobs WHERE status = ? AND waiting_for = ? ORDER BY seq"
+# The next job a worker may take: queued and not waiting for its model's download.
+_READY = "SELECT id FROM jobs WHERE status = ? AND waiting_for IS NULL ORDER BY seq LIMIT 1"
 
 
 def new_job_id() -> str:
@@ -71,6 +75,7 @@ def _row_to_record(row: sqlite3.Row) -> JobRecord:
         idempotency_key=row["idempotency_key"],
         cancel_requested=bool(row["cancel_requested"]),
         worker_id=row["worker_id"],
+        waiting_for=row["waiting_for"],
     )
 
 
@@ -89,6 +94,9 @@ class SqliteJobStore(JobStore):
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(_SCHEMA)
+            columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(jobs)")}
+            if "waiting_for" not in columns:  # a table from before model pulls
+                self._conn.execute("ALTER TABLE jobs ADD COLUMN waiting_for TEXT")
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -114,7 +122,9 @@ class SqliteJobStore(JobStore):
 
     # --- JobStore -------------------------------------------------------------------------
 
-    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+    def submit(
+        self, spec: dict[str, Any], *, idempotency_key: str | None = None, waiting_for: str | None = None
+    ) -> tuple[JobRecord, bool]:
         with self._transaction() as conn:
             if idempotency_key is not None:
                 row = conn.execute(
@@ -124,8 +134,8 @@ class SqliteJobStore(JobStore):
                     return _row_to_record(row), False
             job_id = new_job_id()
             conn.execute(
-                "INSERT INTO jobs (id, status, spec, created_at, idempotency_key) VALUES (?, ?, ?, ?, ?)",
-                (job_id, JobStatus.QUEUED.value, json.dumps(spec), time.time(), idempotency_key),
+                "INSERT INTO jobs (id, status, spec, created_at, idempotency_key, waiting_for) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, JobStatus.QUEUED.value, json.dumps(spec), time.time(), idempotency_key, waiting_for),
             )
             record = self._fetch(conn, job_id)
         assert record is not None
@@ -182,12 +192,10 @@ class SqliteJobStore(JobStore):
 
     def claim_next(self, worker_id: str) -> JobRecord | None:
         with self._lock:  # cheap look first: the dispatcher asks often, and mostly nothing waits
-            if self._conn.execute("SELECT 1 FROM jobs WHERE status = ? LIMIT 1", (JobStatus.QUEUED.value,)).fetchone() is None:
+            if self._conn.execute(_READY, (JobStatus.QUEUED.value,)).fetchone() is None:
                 return None
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (JobStatus.QUEUED.value,)
-            ).fetchone()
+            row = conn.execute(_READY, (JobStatus.QUEUED.value,)).fetchone()
             if row is None:
                 return None
             conn.execute(
@@ -287,6 +295,37 @@ class SqliteJobStore(JobStore):
                     traceback="the server stopped while this job was running",
                 )
                 self._requeue_or_fail(conn, job_id, error, max_attempts)
+            return ids
+
+    # --- jobs waiting for a model download (used by steadyframe.server.pulls) ----------------
+
+    def waiting_models(self) -> dict[str, list[str]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, waiting_for FROM jobs WHERE status = ? AND waiting_for IS NOT NULL ORDER BY seq",
+                (JobStatus.QUEUED.value,),
+            ).fetchall()
+        waiting: dict[str, list[str]] = {}
+        for row in rows:
+            waiting.setdefault(row["waiting_for"], []).append(row["id"])
+        return waiting
+
+    def release_waiting(self, model: str) -> list[str]:
+        with self._transaction() as conn:
+            ids = [r["id"] for r in conn.execute(_WAITING, (JobStatus.QUEUED.value, model))]
+            conn.execute(
+                "UPDATE jobs SET waiting_for = NULL WHERE status = ? AND waiting_for = ?", (JobStatus.QUEUED.value, model)
+            )
+            return ids
+
+    def fail_waiting(self, model: str, error: JobError) -> list[str]:
+        with self._transaction() as conn:
+            ids = [r["id"] for r in conn.execute(_WAITING, (JobStatus.QUEUED.value, model))]
+            conn.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, waiting_for = NULL "
+                "WHERE status = ? AND waiting_for = ?",
+                (JobStatus.FAILED.value, json.dumps(asdict(error)), time.time(), JobStatus.QUEUED.value, model),
+            )
             return ids
 
     # --- retention (used by steadyframe.supervisor.retention) ------------------------------

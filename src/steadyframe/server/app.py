@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from steadyframe import __version__
+from steadyframe.catalog import catalog
 from steadyframe.jobs.base import JobStore
 from steadyframe.logs import get_logger, log_failure
 from steadyframe.server.api import build_api_router
@@ -20,6 +21,8 @@ from steadyframe.server.auth import bearer_guard, ui_login
 from steadyframe.server.context import ServerContext
 from steadyframe.server.job_service import JobService
 from steadyframe.server.metrics import metrics_registry, render_metrics
+from steadyframe.server.models_api import build_models_router
+from steadyframe.server.pulls import PullManager
 from steadyframe.server.ui import UI_PATH, OutputStaging, build_ui, ui_css
 from steadyframe.server.uploads import UploadSizeGuard, UploadStore
 from steadyframe.settings import Settings
@@ -40,6 +43,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
     A dispatcher passed in is neither started nor stopped here (its owner does that).
     """
     settings.ensure_dirs()
+    catalog(settings)  # a bad STEADYFRAME_MODELS stops the server here, with its message
     if store is None:
         from steadyframe.jobs.sqlite import SqliteJobStore
 
@@ -51,21 +55,25 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
         dispatcher = Dispatcher(settings, store)
     uploads = UploadStore(settings)
     staging = OutputStaging()
+    pulls = PullManager(settings, store, wake=dispatcher.wake)
     ctx = ServerContext(
         settings=settings,
         store=store,
         uploads=uploads,
-        jobs=JobService(settings, store, uploads, dispatcher),
+        jobs=JobService(settings, store, uploads, dispatcher, pulls),
         dispatcher=dispatcher,
+        pulls=pulls,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if owns_dispatcher:
             await run_in_threadpool(dispatcher.start)
+        await run_in_threadpool(pulls.resume)  # interrupted pulls continue from the bytes on disk
         try:
             yield
         finally:
+            await run_in_threadpool(pulls.stop)
             if owns_dispatcher:
                 await run_in_threadpool(dispatcher.stop)
             staging.cleanup()
@@ -80,6 +88,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
     app.add_middleware(UploadSizeGuard, path="/v1/uploads", max_bytes=uploads.max_bytes)
     guard = Depends(bearer_guard(settings))
     app.include_router(build_api_router(ctx), dependencies=[guard])
+    app.include_router(build_models_router(ctx), dependencies=[guard])
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

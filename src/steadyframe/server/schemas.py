@@ -33,7 +33,7 @@ class JobCreate(BaseModel):
     mode: Mode = "t2v"
     prompt: str = Field(..., description="what the video shows")
     negative_prompt: str = ""
-    model: str | None = Field(None, description="family name, repo id or local folder; default: the server's model")
+    model: str | None = Field(None, description="a catalog name from GET /v1/models; default: the server's model")
     preset: PresetName | None = Field(None, description="motion preset; default balanced")
     steps: int | None = Field(None, ge=1, le=200)
     guidance: float | None = Field(None, ge=0.0, le=30.0)
@@ -95,6 +95,7 @@ class JobView(BaseModel):
     spec: dict[str, Any]
     result: ResultView | None = None
     error: ErrorView | None = None
+    waiting: "WaitingView | None" = Field(None, description="queued behind its model's download")
 
 
 class JobList(BaseModel):
@@ -112,6 +113,7 @@ class FamilyView(BaseModel):
 
 class ModelsView(BaseModel):
     default_model: str
+    models: list["CatalogModelView"] = Field(default_factory=list, description="the catalog: what jobs may name")
     families: list[FamilyView]
     loaded: list[str]
 
@@ -146,3 +148,52 @@ class ProblemView(BaseModel):
     detail: str
     advice: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+class DownloadView(BaseModel):
+    """Bytes of a model on disk out of its full size (live while it is pulled)."""
+
+    bytes_done: int
+    bytes_total: int | None = None
+    fraction: float = 0.0
+
+
+class PullProblemView(BaseModel):
+    message: str
+    advice: str | None = None
+
+
+class CatalogModelView(BaseModel):
+    """One model of the operator's catalog: what it does, whether it is here, and what it needs."""
+
+    name: str = Field(..., description="the name jobs use in `model`")
+    family: str
+    task: str
+    modes: list[str]
+    source: str = Field(..., description='a Hugging Face repo id[@revision], "built-in" or "local folder"')
+    state: Literal["absent", "downloading", "present", "broken"]
+    download: DownloadView | None = Field(
+        None, description="downloading: live progress; absent: the bytes a pull would resume from"
+    )
+    size_on_disk_mb: float
+    memory_needed_mb: float | None = Field(None, description="its weights' size: RAM/VRAM needed to hold them loaded")
+    loaded: bool = Field(..., description="a worker holds it in memory now")
+    test_noise: bool = Field(False, description="built-in random weights: output is noise")
+    last_pull_error: PullProblemView | None = None
+    pull_command: str
+
+
+class CatalogView(BaseModel):
+    models: list[CatalogModelView]
+
+
+class WaitingView(BaseModel):
+    """A queued job held back until its model's pull finishes."""
+
+    model: str
+    reason: str = "waiting for the model download"
+    download: DownloadView | None = None
+
+
+JobView.model_rebuild()
+ModelsView.model_rebuild()
