@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -287,7 +288,10 @@ class _HubHandler(BaseHTTPRequestHandler):
             began = time.monotonic()
             sent = 0
             while position < stop:
-                hub._running.wait()
+                if not hub._running.is_set():
+                    hub._running.wait()
+                    if self._peer_gone():
+                        return  # the client died while paused: nothing more can reach it
                 piece = handle.read(min(_SLICE, stop - position))
                 allowed, drop = hub._take_budget(len(piece))
                 piece = piece[:allowed]
@@ -307,6 +311,16 @@ class _HubHandler(BaseHTTPRequestHandler):
                     ahead = sent / hub.bytes_per_second - (time.monotonic() - began)
                     if ahead > 0:
                         time.sleep(ahead)
+
+    def _peer_gone(self) -> bool:
+        """The client closed its end (a readable socket with nothing to read is end-of-file)."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _drop(self) -> None:
         """Close the socket without a word (a network cut)."""
