@@ -1,4 +1,4 @@
-"""The ``steadyframe`` command line: ``generate``, ``models`` and ``serve``.
+"""The ``steadyframe`` command line: ``generate``, ``models``, ``pull`` and ``serve``.
 
 Errors print one line (with advice) and exit non-zero: 2 for bad input, 1 for anything else;
 ``--debug`` also prints the traceback. Torch is imported only when a job actually runs.
@@ -60,6 +60,51 @@ class ProgressBars:
             self._bar = None
 
 
+class ByteBar:
+    """A pull's progress callback drawing one tqdm byte bar on stderr."""
+
+    def __init__(self, name: str, enabled: bool = True) -> None:
+        self._name = name
+        self._enabled = enabled
+        self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(
+                total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024, desc=self._name,
+                disable=not self._enabled, leave=True,
+            )  # fmt: skip
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def pull_with_bar(entry, settings: Settings, *, quiet: bool) -> Path:  # entry: steadyframe.catalog.CatalogEntry
+    """Pull ``entry`` into the models folder with a byte bar (resumes a cut pull). -> its folder."""
+    from steadyframe.errors import ModelUnavailableError
+    from steadyframe.pull import is_offline, pull_repo
+
+    if is_offline():
+        raise ModelUnavailableError(
+            f"The model {entry.name} is not downloaded and HF_HUB_OFFLINE is set.",
+            advice=f"Unset HF_HUB_OFFLINE, or run `{entry.pull_command}` on a machine with internet and copy "
+            "its folder into the models folder (STEADYFRAME_MODELS_DIR).",
+        )
+    bar = ByteBar(entry.name, enabled=not quiet)
+    try:
+        return pull_repo(
+            entry.repo_id, entry.revision, models_dir=settings.resolved_models_dir, name=entry.name,
+            token=settings.hf_token, reserve_bytes=int(settings.pull_reserve_mb * 2**20), on_progress=bar,
+        )  # fmt: skip
+    finally:
+        bar.close()
+
+
 def execute_spec(spec: JobSpec, settings: Settings, out_dir: Path, hooks: JobHooks) -> JobResult:
     """Run one job in a supervised worker process, as the server does (same guarantees:
     OOM ladder, crash and hang handling, memory back to baseline); its files land in ``out_dir``.
@@ -67,7 +112,11 @@ def execute_spec(spec: JobSpec, settings: Settings, out_dir: Path, hooks: JobHoo
     from steadyframe.engine.plan import plan_job
     from steadyframe.supervisor.oneshot import run_one
 
-    plan_job(spec, settings)  # bad input fails here, in a second, before a worker starts (no torch)
+    plan = plan_job(spec, settings)  # bad input fails here, in a second, before a worker starts (no torch)
+    if plan.ref.local_dir is None and plan.ref.repo_id and not plan.ref.build_tiny:
+        from steadyframe.catalog import pull_entry
+
+        pull_with_bar(pull_entry(plan.ref.source, settings), settings, quiet=False)  # weights first, then the job
     quiet_logs = settings.model_copy(update={"log_to_stderr": False})  # the log file keeps them; stderr has the bars
     return run_one(spec, quiet_logs, out_dir, hooks)
 
@@ -127,7 +176,7 @@ def generate(
     prompt: str = typer.Argument(..., help="what the video shows"),
     image: Optional[Path] = typer.Option(None, "--image", help="image-to-video: the first frame"),
     video: Optional[Path] = typer.Option(None, "--video", help="video-to-video: the video to transform"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="family, repo id or folder; default built-in"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="catalog name, repo id or folder; default built-in"),
     preset: str = typer.Option("balanced", "--preset", "-p", help="balanced, fast, quality, high_motion, subtle"),
     negative_prompt: str = typer.Option("", "--negative-prompt", "-n"),
     steps: Optional[int] = typer.Option(None, "--steps"),
@@ -181,21 +230,60 @@ def generate(
 
 @app.command()
 def models(debug: bool = typer.Option(False, "--debug")) -> None:
-    """List the model families and which are present on this machine."""
+    """List the model catalog: each model's family, modes, size and frames, and whether it is here."""
 
     def action() -> None:
-        from steadyframe.families import families_status
+        from steadyframe.catalog import catalog, entry_state
 
-        rows = families_status(load_settings())
-        typer.echo(f"{'FAMILY':<22}{'MODES':<10}{'SIZE':<11}{'FRAMES':<9}{'FPS':<5}PRESENT")
-        for row in rows:
-            size = f"{row['default_width']}x{row['default_height']}"
+        settings = load_settings()
+        typer.echo(f"{'MODEL':<22}{'FAMILY':<22}{'MODES':<10}{'SIZE':<11}{'FRAMES':<9}{'FPS':<5}{'STATE':<9}SOURCE")
+        for entry in catalog(settings).values():
+            family = entry.family
+            state = entry_state(entry, settings)
+            size = f"{family.default_width}x{family.default_height}"
+            shown = state.state
+            if state.state == "absent" and state.partial_bytes:
+                shown = "partial"
             typer.echo(
-                f"{row['name']:<22}{'/'.join(row['modes']):<10}{size:<11}{row['default_frames']:<9}"
-                f"{row['fps']:<5}{'yes' if row['present'] else 'no'}  ({row['note']})"
+                f"{entry.name:<22}{family.name:<22}{'/'.join(family.modes):<10}{size:<11}{family.default_frames:<9}"
+                f"{family.fps:<5}{shown:<9}{entry.source}"
             )
 
     _guarded(debug, action)
+
+
+@app.command()
+def pull(
+    model: str = typer.Argument(..., help="a catalog name (see `steadyframe models`) or a repo id[@revision]"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    debug: bool = typer.Option(False, "--debug"),
+) -> None:
+    """Download a model into the models folder with a byte progress bar. Cut off (network, Ctrl-C)?
+    Run it again: it continues from the bytes already on disk, and the model is never half-present."""
+
+    def action() -> None:
+        from steadyframe.catalog import entry_state, pull_entry
+        from steadyframe.model_files import folder_size
+
+        settings = load_settings()
+        entry = pull_entry(model, settings)
+        if entry.builtin:
+            typer.echo(f"{entry.name} is built in: it is built on first use, nothing to pull.")
+            return
+        if not entry.pullable:
+            raise typer.BadParameter(f"{entry.name} is a local folder; there is nothing to pull.")
+        state = entry_state(entry, settings)
+        if state.state == "present":
+            typer.echo(f"{entry.name}: already present ({state.size_bytes / 2**20:,.1f} MB)")
+            return
+        folder = pull_with_bar(entry, settings, quiet=quiet)
+        typer.echo(f"{entry.name}: present ({folder_size(folder) / 2**20:,.1f} MB in {folder})")
+
+    try:
+        _guarded(debug, action)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted. Run the same command again to continue where it stopped.", err=True)
+        raise typer.Exit(130) from None
 
 
 @app.command()

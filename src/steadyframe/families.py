@@ -2,14 +2,13 @@
 
 A *family* holds the rules (task, resolutions, frame counts, fps, dtype, scheduler); a
 :class:`ModelRef` pairs a family with where its weights live (a built-in folder, a local
-folder, or a Hugging Face repo id). ``resolve_model`` turns whatever a user typed into a
-``ModelRef``; ``families_status`` lists every family and whether its weights are present.
+folder, or a Hugging Face repo id). The operator's catalog (:mod:`steadyframe.catalog`) decides
+which names resolve to what; ``families_status`` lists every family and whether it is present.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -172,17 +171,18 @@ TINY_FAMILIES: tuple[Family, ...] = (
 
 FAMILIES: dict[str, Family] = {f.name: f for f in REAL_FAMILIES + TINY_FAMILIES}
 _BY_REPO: dict[str, Family] = {f.repo_id.lower(): f for f in REAL_FAMILIES if f.repo_id}
-_TINY_FOR_MODE: dict[Mode, str] = {"t2v": "tiny-t2v", "v2v": "tiny-t2v", "i2v": "tiny-i2v"}
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A family plus where its weights are: ``local_dir`` when on disk, else ``repo_id`` to fetch."""
+    """A family plus where its weights are: ``local_dir`` when on disk, else ``repo_id`` to pull."""
 
     family: Family
-    source: str  # what the user named (family, repo id or folder): shown and recorded
+    source: str  # what the user named (catalog name, repo id or folder): shown and recorded
     local_dir: Path | None = None
     repo_id: str | None = None
+    revision: str | None = None
+    build_tiny: bool = False  # a built-in tiny model: built into ``local_dir`` on first use
 
     @property
     def cache_key(self) -> str:
@@ -194,7 +194,7 @@ def builtin_dir(family: Family, settings: Settings) -> Path:
     return settings.builtin_models_dir / family.name
 
 
-def _family_for_repo(repo_id: str) -> Family | None:
+def family_for_repo(repo_id: str) -> Family | None:
     lowered = repo_id.lower()
     if lowered in _BY_REPO:
         return _BY_REPO[lowered]
@@ -233,72 +233,11 @@ def family_from_folder(folder: Path) -> Family:
     return FAMILIES["CogVideoX-5b" if config.get("use_rotary_positional_embeddings") else "CogVideoX-2b"]
 
 
-def _hf_cache_dir(repo_id: str) -> Path | None:
-    """The newest snapshot of ``repo_id`` in the Hugging Face cache, or None."""
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE
-    except ImportError:  # huggingface_hub comes with diffusers; be robust in torch-free installs
-        return None
-    repo_dir = Path(HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        snapshot = repo_dir / "snapshots" / ref.read_text().strip()
-        if (snapshot / "model_index.json").is_file():
-            return snapshot
-    snapshots = sorted((repo_dir / "snapshots").glob("*/model_index.json"), key=os.path.getmtime)
-    return snapshots[-1].parent if snapshots else None
-
-
-def _local_copy(family: Family, settings: Settings) -> Path | None:
-    """A real family's weights on disk: MODELS_DIR/<name>, else the HF cache."""
-    folder = settings.resolved_models_dir / family.name
-    if (folder / "model_index.json").is_file():
-        return folder
-    return _hf_cache_dir(family.repo_id) if family.repo_id else None
-
-
 def resolve_model(model: str | None, settings: Settings, mode: Mode = "t2v") -> ModelRef:
-    """Turn a family name, repo id, local folder or None into a ModelRef that serves ``mode``.
+    """See :func:`steadyframe.catalog.resolve_model` (the catalog decides; kept here for callers)."""
+    from steadyframe.catalog import resolve_model as resolve_in_catalog
 
-    None means ``settings.model``, and when that is unset the built-in tiny family for ``mode``.
-    Raises InvalidInputError for a model that cannot do ``mode`` and ModelUnavailableError for a
-    name that is none of the above.
-    """
-    name = (model or settings.model or "").strip()
-    if not name or name == "tiny":
-        name = _TINY_FOR_MODE[mode]
-    ref = _resolve_name(name, settings)
-    if mode not in ref.family.modes:
-        wanted = {"t2v": "text-to-video", "i2v": "image-to-video", "v2v": "video-to-video"}[mode]
-        raise InvalidInputError(
-            f"The model {ref.family.name} cannot do {wanted}.",
-            advice="Pick an image-to-video (I2V) model for images, and a text-to-video model for text or video.",
-        )
-    return ref
-
-
-def _resolve_name(name: str, settings: Settings) -> ModelRef:
-    if name in FAMILIES:
-        family = FAMILIES[name]
-        if family.builtin:
-            return ModelRef(family, name, local_dir=builtin_dir(family, settings))
-        return ModelRef(family, name, local_dir=_local_copy(family, settings), repo_id=family.repo_id)
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        return ModelRef(family_from_folder(folder), name, local_dir=folder.resolve())
-    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
-        family = _family_for_repo(name)
-        if family is None:
-            raise ModelUnavailableError(
-                f"The model {name!r} is not a supported CogVideoX family.",
-                advice="Supported: " + ", ".join(f.repo_id for f in REAL_FAMILIES if f.repo_id) + ".",
-            )
-        cached = _hf_cache_dir(name)
-        return ModelRef(family, name, local_dir=cached, repo_id=name)
-    raise ModelUnavailableError(
-        f"The model {name!r} is neither a known family, a Hugging Face repo id nor an existing folder.",
-        advice="Run `steadyframe models` to see the families and what is installed.",
-    )
+    return resolve_in_catalog(model, settings, mode)
 
 
 def resolve_family(model: str | None, settings: Settings, mode: Mode = "t2v") -> Family:
@@ -307,18 +246,20 @@ def resolve_family(model: str | None, settings: Settings, mode: Mode = "t2v") ->
 
 
 def families_status(settings: Settings) -> list[dict[str, Any]]:
-    """Every family with whether its weights are present locally and where (for /v1/models, CLI)."""
+    """Every family with whether the catalog entry of that name is present (for /v1/models, CLI)."""
+    from steadyframe.catalog import catalog, entry_state
+
+    entries = catalog(settings)
     rows = []
     for family in REAL_FAMILIES + TINY_FAMILIES:
+        entry = entries.get(family.name)
+        state = entry_state(entry, settings) if entry is not None else None
+        present = state is not None and state.state == "present"
         if family.builtin:
-            folder: Path | None = builtin_dir(family, settings)
-            present = (folder / BUILTIN_MARKER).is_file()
-            note = "built" if present else "built on first use"
+            note = "built" if (builtin_dir(family, settings) / BUILTIN_MARKER).is_file() else "built on first use"
         else:
-            folder = _local_copy(family, settings)
-            present = folder is not None
-            note = "downloaded" if present else f"download {family.repo_id} into {settings.resolved_models_dir / family.name}"
+            note = "downloaded" if present else f"steadyframe pull {family.name}"
         row = family.to_dict()
-        row.update(present=present, location=str(folder) if present and folder else None, note=note)
+        row.update(present=present, location=str(state.folder) if present and state and state.folder else None, note=note)
         rows.append(row)
     return rows

@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     upscale_model: Path | None = Field(None, description="Real-ESRGAN-family weight file (.pth/.safetensors)")
     rife_model: Path | None = Field(None, description="RIFE weight file (flownet.pkl / Practical-RIFE)")
 
+    # --- model catalog and pulls (README "Model catalog and pulls") ------------------------
+    models: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='operator catalog, JSON: {"NAME": {"source": "owner/repo[@revision]" or "/folder", "family": "CogVideoX-2b"}}',
+    )
+    auto_pull: bool = Field(True, description="a job for a catalog model that is not downloaded starts its pull and waits")
+    hf_token: str | None = Field(None, description="Hugging Face token for gated or private repos (else HF_TOKEN)")
+    pull_reserve_mb: float = Field(1024.0, ge=0, description="disk space a pull must leave free")
+
     # --- limits ------------------------------------------------------------------------
     max_queue: int = Field(100, ge=1, description="queued jobs before POST /v1/jobs answers 429")
     max_upload_mb: float = Field(200.0, gt=0)

@@ -91,7 +91,7 @@ def test_repo_ids_and_mirrors_resolve_to_their_family(settings):
 
 
 def test_unknown_names_and_wrong_modes_get_clear_errors(settings):
-    with pytest.raises(ModelUnavailableError, match="neither a known family"):
+    with pytest.raises(ModelUnavailableError, match="neither a catalog name"):
         resolve_family("no-such-model", settings)
     with pytest.raises(InvalidInputError, match="cannot do image-to-video"):
         resolve_family("CogVideoX-5b", settings, "i2v")
@@ -131,12 +131,14 @@ def test_folder_of_another_pipeline_is_refused(tmp_path, settings):
 def test_status_lists_every_family_and_what_is_present(settings):
     rows = {row["name"]: row for row in families_status(settings)}
     assert set(rows) == set(FAMILIES)
-    assert rows["CogVideoX-5b"]["present"] is False and "download THUDM/CogVideoX-5b" in rows["CogVideoX-5b"]["note"]
-    _fake_model_folder(settings.resolved_models_dir / "CogVideoX-5b", {"use_rotary_positional_embeddings": True})
+    assert rows["CogVideoX-5b"]["present"] is False and "steadyframe pull CogVideoX-5b" in rows["CogVideoX-5b"]["note"]
+    # each repo has its own folder, <owner>--<name>; one copied in (no pull marker) is present
+    folder = settings.resolved_models_dir / "THUDM--CogVideoX-5b"
+    _fake_model_folder(folder, {"use_rotary_positional_embeddings": True})
     rows = {row["name"]: row for row in families_status(settings)}
     assert rows["CogVideoX-5b"]["present"] is True
-    assert rows["CogVideoX-5b"]["location"] == str(settings.resolved_models_dir / "CogVideoX-5b")
-    assert resolve_model("CogVideoX-5b", settings).local_dir == settings.resolved_models_dir / "CogVideoX-5b"
+    assert rows["CogVideoX-5b"]["location"] == str(folder)
+    assert resolve_model("CogVideoX-5b", settings).local_dir == folder
 
 
 def test_presets_are_complete_and_documented():

@@ -93,20 +93,12 @@ def test_damaged_model_folder_fails_as_model_unavailable(settings, tmp_path):
     assert info.value.__context__ is None  # raised outside the handler: the failed load's frames are freed
 
 
-def test_online_download_failure_names_the_repo(settings, monkeypatch):
-    import huggingface_hub
-
+def test_a_worker_never_downloads_an_absent_model(settings, monkeypatch):
     from steadyframe.errors import ModelUnavailableError
 
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    calls = []
-
-    def refuse(repo_id, local_dir):
-        calls.append((repo_id, local_dir))
-        raise OSError("connection refused")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # even online
     ref = resolve_model("THUDM/CogVideoX-5b", settings)
-    with pytest.raises(ModelUnavailableError, match="THUDM/CogVideoX-5b could not be downloaded"):
+    with pytest.raises(ModelUnavailableError, match="THUDM/CogVideoX-5b is not downloaded") as info:
         locate_weights(ref, settings)
-    assert calls == [("THUDM/CogVideoX-5b", settings.resolved_models_dir / "CogVideoX-5b")]
+    assert "steadyframe pull THUDM/CogVideoX-5b" in (info.value.advice or "")
+    assert not settings.resolved_models_dir.exists() or not any(settings.resolved_models_dir.iterdir())

@@ -1,4 +1,4 @@
-"""Find a model's weights on disk (build, find or download them) and load its diffusers pipeline.
+"""Find a model's weights on disk (build or find them) and load its diffusers pipeline.
 
 Every pipeline, built-in tiny ones included, is loaded through ``from_pretrained`` with the
 family's dtype and scheduler (trailing timestep spacing), then set to a memory-saving level.
@@ -31,50 +31,19 @@ def torch_dtype(family: Family, device: str) -> torch.dtype:
     return _DTYPES[family.dtype]
 
 
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 def locate_weights(ref: ModelRef, settings: Settings) -> Path:
-    """The folder holding ``ref``'s diffusers files: built (tiny), found, or downloaded with progress."""
-    family = ref.family
+    """The folder holding ``ref``'s diffusers files: built (tiny) or found. Never downloads: weights
+    arrive by a pull in the server or the CLI (``steadyframe pull``), so no job waits on a network."""
     _quiet_library_progress()
-    if family.builtin:
+    if ref.build_tiny:
         assert ref.local_dir is not None
-        return ensure_tiny_model(family, ref.local_dir)
+        return ensure_tiny_model(ref.family, ref.local_dir)
     if ref.local_dir is not None:
         return ref.local_dir
-    repo_id = ref.repo_id or family.repo_id
-    target = settings.resolved_models_dir / family.name
-    if _offline():
-        raise ModelUnavailableError(
-            f"The model {repo_id} is not downloaded and this machine is offline.",
-            advice=(
-                f"On a machine with internet run `hf download {repo_id} --local-dir {family.name}`, "
-                f"then copy the {family.name} folder into {target.parent} (STEADYFRAME_MODELS_DIR)."
-            ),
-        )
-    return _download(repo_id, family, target)
-
-
-def _download(repo_id: str, family: Family, target: Path) -> Path:
-    from huggingface_hub import snapshot_download
-
-    log.info("downloading %s into %s", repo_id, target)
-    failure = None
-    try:
-        snapshot_download(repo_id, local_dir=target)  # prints a progress bar per file
-    except Exception as exc:  # network, auth, disk: all mean "not available"; the reason goes to the log
-        failure = f"{type(exc).__name__}: {exc}"
-    if failure is not None:
-        log.warning("download of %s failed: %s", repo_id, failure)
-        raise ModelUnavailableError(
-            f"The model {repo_id} could not be downloaded.",
-            advice=f"Check the connection and disk space, or download it by hand into {target}.",
-        )
-    return target
+    raise ModelUnavailableError(
+        f"The model {ref.source} is not downloaded.",
+        advice=f"Run `steadyframe pull {ref.source}` on the server, then send the job again.",
+    )
 
 
 @lru_cache(maxsize=8)
@@ -116,7 +85,7 @@ def load_pipeline(ref: ModelRef, folder: Path, *, mode: str, device: str, memory
         log.warning("loading %s failed: %s", ref.source, failure)
         raise ModelUnavailableError(
             f"The model {family.name} could not be loaded: its files are incomplete or damaged.",
-            advice="Download the model again.",
+            advice=f"Pull it again: `steadyframe pull {ref.source}`." if ref.repo_id else "Copy the model folder again.",
         )
     scheduler_cls = CogVideoXDDIMScheduler if family.scheduler == "ddim" else CogVideoXDPMScheduler
     pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, timestep_spacing="trailing")

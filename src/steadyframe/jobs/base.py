@@ -60,15 +60,22 @@ class JobRecord:
     idempotency_key: str | None = None
     cancel_requested: bool = False
     worker_id: str | None = None
+    waiting_for: str | None = None  # queued, held back until this catalog model's pull finishes
 
 
 class JobStore(ABC):
     @abstractmethod
     def submit(
-        self, spec: dict[str, Any], *, idempotency_key: str | None = None, client: str | None = None
+        self,
+        spec: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        client: str | None = None,
+        waiting_for: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Queue a job; with a known ``idempotency_key`` return that job instead. -> (job, created).
-        ``client`` (a token hash or an address) is kept for per-client quotas."""
+        ``client`` (a token hash or an address) is kept for per-client quotas; ``waiting_for`` (a
+        catalog model name) holds it back from workers until ``release_waiting``."""
 
     @abstractmethod
     def get(self, job_id: str) -> JobRecord | None: ...
@@ -96,7 +103,7 @@ class JobStore(ABC):
 
     @abstractmethod
     def claim_next(self, worker_id: str) -> JobRecord | None:
-        """Atomically move the oldest queued job to running for ``worker_id``."""
+        """Atomically move the oldest queued job that waits for nothing to running for ``worker_id``."""
 
     @abstractmethod
     def update_progress(self, job_id: str, stage: str, step: int, total: int) -> None: ...
@@ -126,6 +133,18 @@ class JobStore(ABC):
     @abstractmethod
     def delete(self, job_ids: list[str]) -> int:
         """Remove terminal jobs; queued or running ones are never deleted. -> rows removed."""
+
+    @abstractmethod
+    def waiting_models(self) -> dict[str, list[str]]:
+        """Catalog model name -> ids of the queued jobs waiting for its download, oldest first."""
+
+    @abstractmethod
+    def release_waiting(self, model: str) -> list[str]:
+        """The model is here: its waiting jobs become ordinary queued jobs. -> their ids."""
+
+    @abstractmethod
+    def fail_waiting(self, model: str, error: JobError) -> list[str]:
+        """The model's pull failed: its waiting jobs fail with ``error``. -> their ids."""
 
     @abstractmethod
     def recover_running(self, *, max_attempts: int) -> list[str]:

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT UNIQUE,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     worker_id TEXT,
-    client TEXT
+    client TEXT,
+    waiting_for TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS learned_levels (
@@ -50,10 +51,13 @@ CREATE TABLE IF NOT EXISTS learned_levels (
 
 _COLUMNS = (
     "id, status, spec, attempt, stage, step, total, created_at, started_at, finished_at, "
-    "result, error, idempotency_key, cancel_requested, worker_id"
+    "result, error, idempotency_key, cancel_requested, worker_id, waiting_for"
 )
 
 _TERMINAL = tuple(s.value for s in JobStatus if s.terminal)
+_WAITING = "SELECT id FROM jobs WHERE status = ? AND waiting_for = ? ORDER BY seq"
+# The next job a worker may take: queued and not waiting for its model's download.
+_READY = "SELECT id FROM jobs WHERE status = ? AND waiting_for IS NULL ORDER BY seq LIMIT 1"
 
 
 def new_job_id() -> str:
@@ -77,6 +81,7 @@ def _row_to_record(row: sqlite3.Row) -> JobRecord:
         idempotency_key=row["idempotency_key"],
         cancel_requested=bool(row["cancel_requested"]),
         worker_id=row["worker_id"],
+        waiting_for=row["waiting_for"],
     )
 
 
@@ -98,6 +103,8 @@ class SqliteJobStore(JobStore):
             columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(jobs)")}
             if "client" not in columns:  # a table from before per-client quotas
                 self._conn.execute("ALTER TABLE jobs ADD COLUMN client TEXT")
+            if "waiting_for" not in columns:  # a table from before model pulls
+                self._conn.execute("ALTER TABLE jobs ADD COLUMN waiting_for TEXT")
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -124,7 +131,12 @@ class SqliteJobStore(JobStore):
     # --- JobStore -------------------------------------------------------------------------
 
     def submit(
-        self, spec: dict[str, Any], *, idempotency_key: str | None = None, client: str | None = None
+        self,
+        spec: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        client: str | None = None,
+        waiting_for: str | None = None,
     ) -> tuple[JobRecord, bool]:
         with self._transaction() as conn:
             if idempotency_key is not None:
@@ -135,8 +147,9 @@ class SqliteJobStore(JobStore):
                     return _row_to_record(row), False
             job_id = new_job_id()
             conn.execute(
-                "INSERT INTO jobs (id, status, spec, created_at, idempotency_key, client) VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, JobStatus.QUEUED.value, json.dumps(spec), time.time(), idempotency_key, client),
+                "INSERT INTO jobs (id, status, spec, created_at, idempotency_key, client, waiting_for) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, JobStatus.QUEUED.value, json.dumps(spec), time.time(), idempotency_key, client, waiting_for),
             )
             record = self._fetch(conn, job_id)
         assert record is not None
@@ -198,12 +211,10 @@ class SqliteJobStore(JobStore):
 
     def claim_next(self, worker_id: str) -> JobRecord | None:
         with self._lock:  # cheap look first: the dispatcher asks often, and mostly nothing waits
-            if self._conn.execute("SELECT 1 FROM jobs WHERE status = ? LIMIT 1", (JobStatus.QUEUED.value,)).fetchone() is None:
+            if self._conn.execute(_READY, (JobStatus.QUEUED.value,)).fetchone() is None:
                 return None
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (JobStatus.QUEUED.value,)
-            ).fetchone()
+            row = conn.execute(_READY, (JobStatus.QUEUED.value,)).fetchone()
             if row is None:
                 return None
             conn.execute(
@@ -303,6 +314,37 @@ class SqliteJobStore(JobStore):
                     traceback="the server stopped while this job was running",
                 )
                 self._requeue_or_fail(conn, job_id, error, max_attempts)
+            return ids
+
+    # --- jobs waiting for a model download (used by steadyframe.server.pulls) ----------------
+
+    def waiting_models(self) -> dict[str, list[str]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, waiting_for FROM jobs WHERE status = ? AND waiting_for IS NOT NULL ORDER BY seq",
+                (JobStatus.QUEUED.value,),
+            ).fetchall()
+        waiting: dict[str, list[str]] = {}
+        for row in rows:
+            waiting.setdefault(row["waiting_for"], []).append(row["id"])
+        return waiting
+
+    def release_waiting(self, model: str) -> list[str]:
+        with self._transaction() as conn:
+            ids = [r["id"] for r in conn.execute(_WAITING, (JobStatus.QUEUED.value, model))]
+            conn.execute(
+                "UPDATE jobs SET waiting_for = NULL WHERE status = ? AND waiting_for = ?", (JobStatus.QUEUED.value, model)
+            )
+            return ids
+
+    def fail_waiting(self, model: str, error: JobError) -> list[str]:
+        with self._transaction() as conn:
+            ids = [r["id"] for r in conn.execute(_WAITING, (JobStatus.QUEUED.value, model))]
+            conn.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, waiting_for = NULL "
+                "WHERE status = ? AND waiting_for = ?",
+                (JobStatus.FAILED.value, json.dumps(asdict(error)), time.time(), JobStatus.QUEUED.value, model),
+            )
             return ids
 
     # --- retention (used by steadyframe.supervisor.retention) ------------------------------

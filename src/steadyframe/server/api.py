@@ -12,18 +12,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from steadyframe.errors import InvalidInputError
-from steadyframe.families import families_status
 from steadyframe.jobs.base import JobRecord, JobStatus
 from steadyframe.server.context import OUTPUT_FILES, ServerContext
 from steadyframe.server.guard import client_key
 from steadyframe.server.job_service import IdempotencyConflict, JobRejected, QueueFull
 from steadyframe.server.schemas import (
-    FamilyView,
     JobAccepted,
     JobCreate,
     JobList,
     JobView,
-    ModelsView,
     ProblemView,
     SystemView,
     UploadView,
@@ -44,11 +41,6 @@ def problem(
     """An error body with a plain message and what to do about it."""
     body = ProblemView(detail=detail, advice=advice).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status_code, headers=headers)
-
-
-def _model_names(label: str) -> set[str]:
-    """Names a loaded-model label (``Pipeline:folder-or-repo:dtype:...``) answers to."""
-    return {part for part in label.split(":")} | {label.removeprefix("hf:")}
 
 
 def build_api_router(ctx: ServerContext) -> APIRouter:
@@ -119,12 +111,12 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
     ) -> JobList:
         """Job history, newest first, optionally of one status."""
         records = ctx.store.list(status=status_filter, limit=limit)
-        return JobList(jobs=[job_view(r, ctx.uploads) for r in records])
+        return JobList(jobs=[job_view(r, ctx.uploads, pulls=ctx.pulls) for r in records])
 
     @router.get("/jobs/{job_id}", response_model=JobView, responses=_NOT_FOUND, tags=["jobs"])
     def get_job(record: JobRecord = job_dependency) -> JobView:
         """A job's status, progress, result (when succeeded) or error (when failed)."""
-        return job_view(record, ctx.uploads, position=ctx.store.position(record.id))
+        return job_view(record, ctx.uploads, position=ctx.store.position(record.id), pulls=ctx.pulls)
 
     @router.get(
         "/jobs/{job_id}/events",
@@ -139,11 +131,11 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
         sequence = 0
         current: JobRecord | None = record
         while current is not None:
-            view = job_view(current, ctx.uploads)
+            view = job_view(current, ctx.uploads, pulls=ctx.pulls)
             if current.status.terminal:
                 yield ServerSentEvent(event=current.status.value, data=view.model_dump(), id=str(sequence))
                 return
-            state = (current.status, current.progress.stage, current.progress.step, current.progress.total)
+            state = (view.status, view.progress.stage, view.progress.step, view.progress.total)  # a download too
             if state != last:
                 last = state
                 yield ServerSentEvent(event="progress", data=view.model_dump(), id=str(sequence))
@@ -157,7 +149,7 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
     def cancel_job(record: JobRecord = job_dependency) -> JobView:
         """Cancel: a queued job at once, a running one at its next step. A finished job is left as it is."""
         updated = ctx.jobs.cancel(record.id) or record
-        return job_view(updated, ctx.uploads)
+        return job_view(updated, ctx.uploads, pulls=ctx.pulls)
 
     def output_route(which: str):
         media_type = OUTPUT_FILES[which][2]
@@ -187,18 +179,6 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
             tags=["jobs"],
             name=f"job_{which}",
         )
-
-    @router.get("/models", response_model=ModelsView, tags=["system"])
-    def models() -> ModelsView:
-        """Every model family, whether its weights are present here, and what the workers hold loaded."""
-        loaded = sorted({m for w in worker_processes(ctx.dispatcher) for m in w.loaded_models})
-        families = []
-        for row in families_status(ctx.settings):
-            name = row["name"]
-            details = {k: v for k, v in row.items() if k not in ("name", "present", "location")}
-            is_loaded = any({name, row.get("repo_id")} & _model_names(m) for m in loaded)
-            families.append(FamilyView(name=name, present=bool(row["present"]), loaded=is_loaded, details=details))
-        return ModelsView(default_model=ctx.settings.model or "built-in tiny model", families=families, loaded=loaded)
 
     @router.get("/system", response_model=SystemView, tags=["system"])
     def system() -> SystemView:

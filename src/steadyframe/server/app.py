@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from steadyframe import __version__
+from steadyframe.catalog import catalog
 from steadyframe.jobs.base import JobStore
 from steadyframe.logs import get_logger, log_failure
 from steadyframe.server.api import build_api_router
@@ -23,6 +24,8 @@ from steadyframe.server.auth import bind_warnings, ui_login
 from steadyframe.server.context import ServerContext
 from steadyframe.server.job_service import JobService
 from steadyframe.server.metrics import metrics_registry, render_metrics
+from steadyframe.server.models_api import build_models_router
+from steadyframe.server.pulls import PullManager
 from steadyframe.server.ui import UI_PATH, OutputStaging, build_ui, ui_css
 from steadyframe.server.guard import RequestGuard
 from steadyframe.server.schemas import COMMON_RESPONSES, validation_problem
@@ -48,6 +51,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
     settings.ensure_dirs()
     warnings = bind_warnings(settings)
     owns_store = store is None
+    catalog(settings)  # a bad STEADYFRAME_MODELS stops the server here, with its message
     if store is None:
         from steadyframe.jobs.sqlite import open_job_store
 
@@ -63,22 +67,26 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
         dispatcher = Dispatcher(settings, store)
     uploads = UploadStore(settings)
     staging = OutputStaging()
+    pulls = PullManager(settings, store, wake=dispatcher.wake)
     ctx = ServerContext(
         settings=settings,
         store=store,
         uploads=uploads,
-        jobs=JobService(settings, store, uploads, dispatcher),
+        jobs=JobService(settings, store, uploads, dispatcher, pulls),
         dispatcher=dispatcher,
         warnings=warnings,
+        pulls=pulls,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if owns_dispatcher:
             await run_in_threadpool(dispatcher.start)
+        await run_in_threadpool(pulls.resume)  # interrupted pulls continue from the bytes on disk
         try:
             yield
         finally:
+            await run_in_threadpool(pulls.stop)
             if owns_dispatcher:
                 await run_in_threadpool(dispatcher.stop)
             staging.cleanup()
@@ -97,6 +105,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
     app.state.ctx = ctx
     app.add_middleware(RequestGuard, settings=settings)
     app.include_router(build_api_router(ctx))
+    app.include_router(build_models_router(ctx))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

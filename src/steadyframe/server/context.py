@@ -8,6 +8,7 @@ from typing import Any
 
 from steadyframe.jobs.base import JobRecord, JobStatus, JobStore
 from steadyframe.server.job_service import JobService
+from steadyframe.server.pulls import PullManager
 from steadyframe.server.uploads import UploadStore
 from steadyframe.settings import Settings
 
@@ -24,6 +25,7 @@ class ServerContext:
         Any  # steadyframe.supervisor.Dispatcher (typed loosely: tests may pass a stand-in with the same methods)
     )
     warnings: list[str] = field(default_factory=list)  # shown in /v1/system: exposure, damaged state
+    pulls: PullManager | None = None
 
     def output_file(self, record: JobRecord, which: str) -> Path | None:
         """The finished job's ``video`` or ``gif`` file, only if it exists inside that job's output folder."""

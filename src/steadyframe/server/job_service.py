@@ -12,9 +12,12 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from steadyframe.catalog import CatalogEntry, NotInCatalog, api_entry, entry_state
 from steadyframe.engine.plan import plan_job
 from steadyframe.errors import InvalidInputError, ModelUnavailableError
 from steadyframe.jobs.base import JobRecord, JobStatus, JobStore
+from steadyframe.pull import PullFailed
+from steadyframe.server.pulls import CannotPull, PullManager
 from steadyframe.server.schemas import JobCreate
 from steadyframe.server.uploads import UploadStore
 from steadyframe.settings import Settings
@@ -67,11 +70,19 @@ class JobService:
     # A client told to retry waits this long: about one short job on the built-in model.
     retry_after_s = 5
 
-    def __init__(self, settings: Settings, store: JobStore, uploads: UploadStore, dispatcher: Wakeable | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        uploads: UploadStore,
+        dispatcher: Wakeable | None,
+        pulls: PullManager | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.uploads = uploads
         self.dispatcher = dispatcher
+        self.pulls = pulls
         self._submit_lock = threading.Lock()
 
     def build_spec(self, request: JobCreate) -> dict[str, Any]:
@@ -102,6 +113,12 @@ class JobService:
             errors.append(_field_error("image_upload", "image-to-video needs an input image: upload one first"))
         if request.mode == "v2v" and request.video_upload is None:
             errors.append(_field_error("video_upload", "video-to-video needs an input video: upload one first"))
+        try:
+            api_entry(request.model, self.settings, request.mode)  # catalog names only: no paths, no repo ids
+        except NotInCatalog as exc:
+            errors.append(_field_error("model", exc.message))
+            if len(errors) == 1:
+                raise JobRejected(exc.message, exc.advice or "", errors) from None
         if errors:
             raise JobRejected(errors[0]["msg"], "Fix the fields listed and send the job again.", errors)
         try:
@@ -122,12 +139,39 @@ class JobService:
             detail = [{"loc": ["body"], "msg": exc.message, "type": exc.kind.value}]
             raise JobRejected(exc.message, exc.advice or "Fix the job and send it again.", detail) from None
 
+    def _model_wait(self, request: JobCreate) -> str | None:
+        """The catalog name the job must wait for (its pull started or joined), or None when the
+        model is here. Raises JobRejected when it is absent and cannot be pulled now."""
+        entry = api_entry(request.model, self.settings, request.mode)
+        if entry_state(entry, self.settings).state == "present":
+            return None
+        if self.pulls is not None and self.pulls.active(entry.name):
+            return entry.name
+        if self.pulls is None or not self.settings.auto_pull:
+            raise self._absent(entry, "")
+        try:
+            self.pulls.start(entry)
+        except CannotPull as exc:
+            raise self._absent(entry, exc.message + " ") from None
+        except PullFailed as exc:
+            raise self._absent(entry, exc.message + " ") from None
+        return entry.name
+
+    @staticmethod
+    def _absent(entry: CatalogEntry, why: str) -> JobRejected:
+        message = f"The model {entry.name} is not downloaded. {why}".strip()
+        advice = f"Run `{entry.pull_command}` on the server (or POST /v1/models/{entry.name}/pull), then send the job again."
+        return JobRejected(message, advice, [_field_error("model", message, "model_unavailable")])
+
     def submit(
         self, request: JobCreate, *, idempotency_key: str | None = None, client: str | None = None
     ) -> tuple[JobRecord, bool]:
         """Queue ``request`` for ``client`` (a token hash or an address; None = not counted per client).
-        -> (job, created). Raises ``JobRejected``, ``QueueFull``, ``IdempotencyConflict``."""
+        -> (job, created). Raises ``JobRejected``, ``QueueFull``, ``IdempotencyConflict``.
+        A job for a catalog model that is not downloaded waits in the queue for its pull."""
         spec = self.build_spec(request)
+        earlier = self.store.find_by_idempotency_key(idempotency_key) if idempotency_key else None
+        waiting_for = self._model_wait(request) if earlier is None else None
         with self._submit_lock:
             queued = self.store.count(JobStatus.QUEUED)
             mine = self.store.count(JobStatus.QUEUED, client=client) if client is not None else 0
@@ -141,9 +185,13 @@ class JobService:
                     raise QueueFull(mine, self.retry_after_s, per_client=True)
                 record, created = earlier, False
             else:
-                record, created = self.store.submit(spec, idempotency_key=idempotency_key, client=client)
+                record, created = self.store.submit(
+                    spec, idempotency_key=idempotency_key, client=client, waiting_for=waiting_for
+                )
         if not created and record.spec != spec:
             raise IdempotencyConflict(record.id)
+        if created and waiting_for is not None and self.pulls is not None:
+            self.pulls.settle(waiting_for)  # the pull may have ended while the job was being stored
         if created:
             self._wake()
         return record, created

@@ -50,8 +50,9 @@ JobCreate = create_model(
     **{
         name: _request_field(name, info)
         for name, info in JobSpec.model_fields.items()
-        if name not in _SERVER_ONLY_FIELDS
+        if name not in _SERVER_ONLY_FIELDS | {"model"}
     },
+    model=(str | None, Field(None, description="a catalog name from GET /v1/models; default: the server's model")),
     image_upload=(str | None, Field(None, max_length=64, description="id from POST /v1/uploads (i2v)")),
     video_upload=(str | None, Field(None, max_length=64, description="id from POST /v1/uploads (v2v)")),
 )
@@ -111,6 +112,7 @@ class JobView(BaseModel):
     spec: dict[str, Any]
     result: ResultView | None = None
     error: ErrorView | None = None
+    waiting: "WaitingView | None" = Field(None, description="queued behind its model's download")
 
 
 class JobList(BaseModel):
@@ -128,6 +130,7 @@ class FamilyView(BaseModel):
 
 class ModelsView(BaseModel):
     default_model: str
+    models: list["CatalogModelView"] = Field(default_factory=list, description="the catalog: what jobs may name")
     families: list[FamilyView]
     loaded: list[str]
 
@@ -204,3 +207,50 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     500: _problem("a bug: the body carries an error id that matches the server log"),
     507: _problem("the disk holding the data folder is full"),
 }
+class DownloadView(BaseModel):
+    """Bytes of a model on disk out of its full size (live while it is pulled)."""
+
+    bytes_done: int
+    bytes_total: int | None = None
+    fraction: float = 0.0
+
+
+class PullProblemView(BaseModel):
+    message: str
+    advice: str | None = None
+
+
+class CatalogModelView(BaseModel):
+    """One model of the operator's catalog: what it does, whether it is here, and what it needs."""
+
+    name: str = Field(..., description="the name jobs use in `model`")
+    family: str
+    task: str
+    modes: list[str]
+    source: str = Field(..., description='a Hugging Face repo id[@revision], "built-in" or "local folder"')
+    state: Literal["absent", "downloading", "present", "broken"]
+    download: DownloadView | None = Field(
+        None, description="downloading: live progress; absent: the bytes a pull would resume from"
+    )
+    size_on_disk_mb: float
+    memory_needed_mb: float | None = Field(None, description="its weights' size: RAM/VRAM needed to hold them loaded")
+    loaded: bool = Field(..., description="a worker holds it in memory now")
+    test_noise: bool = Field(False, description="built-in random weights: output is noise")
+    last_pull_error: PullProblemView | None = None
+    pull_command: str
+
+
+class CatalogView(BaseModel):
+    models: list[CatalogModelView]
+
+
+class WaitingView(BaseModel):
+    """A queued job held back until its model's pull finishes."""
+
+    model: str
+    reason: str = "waiting for the model download"
+    download: DownloadView | None = None
+
+
+JobView.model_rebuild()
+ModelsView.model_rebuild()

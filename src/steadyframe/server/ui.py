@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from steadyframe.families import FAMILIES
+from steadyframe.catalog import catalog
 from steadyframe.postprocess.plan import ALLOWED_FACTORS
 from steadyframe.presets import PRESETS
 from steadyframe.server.context import ServerContext
 from steadyframe.server.ui_handlers import DEFAULT_MODEL, OutputStaging, UIHandlers
+from steadyframe.server.ui_models import build_models_tab
 
 UI_PATH = "/ui"
 HISTORY_COLUMNS = ["job id", "mode", "status", "stage", "prompt", "created", "error id"]
@@ -40,6 +41,9 @@ def ui_css() -> str:
     #job-status .sf-error { border-color: #dc2626; background: rgba(220, 38, 38, 0.08); }
     #job-status .sf-error-id { font-family: monospace; }
     #job-status .sf-muted { opacity: 0.75; font-size: 0.9em; }
+    #models-progress .sf-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px 12px; }
+    #models-progress .sf-bar { height: 8px; background: var(--neutral-200); border-radius: 4px; overflow: hidden; margin-top: 6px; }
+    #models-progress .sf-bar > div { height: 100%; background: var(--color-accent); }
     """
 
 
@@ -47,7 +51,7 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
     """The Blocks app mounted at ``UI_PATH``."""
     settings = ctx.settings
     handlers = UIHandlers(ctx, staging)
-    model_choices = [DEFAULT_MODEL, *FAMILIES]
+    model_choices = [DEFAULT_MODEL, *catalog(settings)]
     # delete_cache: Gradio's own copies of results and uploads go after a day (checked hourly).
     with gr.Blocks(title="steadyframe", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(
@@ -85,7 +89,7 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
                         with gr.Accordion("Options", open=False):
                             model = gr.Dropdown(
                                 model_choices, value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
-                                info="a family, a Hugging Face repo id or a local folder", elem_id="model",
+                                info="a model from the catalog (see the Models tab)", elem_id="model",
                             )  # fmt: skip
                             preset = gr.Dropdown(list(PRESETS), value="balanced", label="Motion preset")
                             with gr.Row():
@@ -130,6 +134,7 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
                     picked = gr.Dropdown([], label="Job", allow_custom_value=True, elem_id="history-job")
                     open_btn = gr.Button("Open", elem_id="history-open")
                     refresh_btn = gr.Button("Refresh", elem_id="history-refresh")
+            build_models_tab(ctx)
             with gr.Tab("System", id="system") as system_tab:
                 system_summary = gr.Markdown(elem_id="system-summary")
                 process_table = gr.Dataframe(headers=PROCESS_COLUMNS, interactive=False, elem_id="process-table")

@@ -31,6 +31,7 @@ from steadyframe.server.schemas import JobCreate
 from steadyframe.server.system_info import server_process, swap_and_ram_mb, worker_processes
 from steadyframe.server.uploads import UnsupportedMediaType, UploadTooLarge
 from steadyframe.stages import stage_words
+from steadyframe.server.views import waiting_view
 from steadyframe.taxonomy import user_text
 
 DEFAULT_MODEL = "server default"
@@ -88,7 +89,16 @@ def status_card(record: JobRecord, ctx: ServerContext, position: int | None = No
         f"<b>Job <span class='sf-job-id'>{_esc(record.id)}</span></b> · <span class='sf-status'>{_esc(status.value)}</span>"
     ]
     css = "sf-card"
-    if status == JobStatus.QUEUED:
+    waiting = waiting_view(record, ctx.pulls)
+    if waiting is not None:
+        download = waiting.download
+        amount = ""
+        if download is not None and download.bytes_total:
+            amount = f": {download.bytes_done / 2**20:,.1f} of {download.bytes_total / 2**20:,.1f} MB"
+        lines.append(f"<div class='sf-stage'>Waiting for the model download ({_esc(waiting.model)}){_esc(amount)}</div>")
+        fraction = download.fraction if download is not None else 0.0
+        lines.append(f"<div class='sf-bar'><div style='width:{fraction * 100:.0f}%'></div></div>")
+    elif status == JobStatus.QUEUED:
         where = f"{position + 1} in line" if position is not None else "waiting"
         lines.append(f"<div class='sf-muted'>Queued ({_esc(where)})</div>")
     elif status == JobStatus.RUNNING:
@@ -230,12 +240,18 @@ class UIHandlers:
             raise gr.Error(_esc(f"No job with id {job_id}."), title="Unknown job")
         last: tuple[object, ...] | None = None
         while not record.status.terminal:
-            state = (record.status, record.progress.stage, record.progress.step, record.progress.total)
+            waiting = waiting_view(record, self.ctx.pulls)
+            fetched = waiting.download.bytes_done if waiting is not None and waiting.download is not None else None
+            state = (record.status, record.progress.stage, record.progress.step, record.progress.total, fetched)
             if state != last:
                 last = state
                 position = await run_in_threadpool(self.ctx.store.position, job_id)
                 stage = stage_words(record.progress.stage, "queued" if record.status == JobStatus.QUEUED else "starting")
-                progress(record.progress.fraction, desc=stage)
+                fraction = record.progress.fraction
+                if waiting is not None:
+                    stage = "waiting for the model download"
+                    fraction = waiting.download.fraction if waiting.download is not None else 0.0
+                progress(fraction, desc=stage)
                 yield job_id, status_card(record, self.ctx, position), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             await asyncio.sleep(POLL_S)
             record = await run_in_threadpool(self.ctx.store.get, job_id)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from steadyframe.jobs.base import JobRecord, JobStatus
-from steadyframe.server.schemas import ErrorView, JobView, ProgressView, ResultView
+from steadyframe.server.pulls import PullManager
+from steadyframe.server.schemas import DownloadView, ErrorView, JobView, ProgressView, ResultView, WaitingView
 from steadyframe.server.uploads import UploadStore
 
 # Spec fields that hold machine paths: replaced by upload ids or dropped before leaving the server.
@@ -22,8 +23,32 @@ def public_spec(spec: dict[str, Any], uploads: UploadStore) -> dict[str, Any]:
     return shown
 
 
-def job_view(record: JobRecord, uploads: UploadStore, *, position: int | None = None) -> JobView:
-    """The API's view of ``record``; ``position`` is its queue place when the caller looked it up."""
+def waiting_view(record: JobRecord, pulls: PullManager | None) -> WaitingView | None:
+    """For a job held back by its model's pull: the model and the pull's live byte progress."""
+    if record.waiting_for is None or record.status != JobStatus.QUEUED:
+        return None
+    status = pulls.status(record.waiting_for) if pulls is not None else None
+    download = None
+    if status is not None:
+        download = DownloadView(bytes_done=status.bytes_done, bytes_total=status.bytes_total, fraction=status.fraction)
+    return WaitingView(model=record.waiting_for, download=download)
+
+
+def job_view(
+    record: JobRecord, uploads: UploadStore, *, position: int | None = None, pulls: PullManager | None = None
+) -> JobView:
+    """The API's view of ``record``; ``position`` is its queue place when the caller looked it up.
+    A job waiting for its model's download shows the download as its progress (stage ``download``)."""
+    waiting = waiting_view(record, pulls)
+    progress = ProgressView(
+        stage=record.progress.stage,
+        step=record.progress.step,
+        total=record.progress.total,
+        fraction=record.progress.fraction,
+    )
+    if waiting is not None and waiting.download is not None:
+        done, total = waiting.download.bytes_done, waiting.download.bytes_total or 0
+        progress = ProgressView(stage="download", step=done, total=total, fraction=waiting.download.fraction)
     result = None
     if record.status == JobStatus.SUCCEEDED and record.result:
         data = record.result
@@ -57,16 +82,12 @@ def job_view(record: JobRecord, uploads: UploadStore, *, position: int | None = 
         status=record.status.value,
         attempt=record.attempt,
         position=position,
-        progress=ProgressView(
-            stage=record.progress.stage,
-            step=record.progress.step,
-            total=record.progress.total,
-            fraction=record.progress.fraction,
-        ),
+        progress=progress,
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
         spec=public_spec(record.spec, uploads),
         result=result,
         error=error,
+        waiting=waiting,
     )
