@@ -37,7 +37,7 @@ class IdleDispatcher:
 @pytest.fixture
 def app_client(settings: Settings) -> Iterator[tuple[TestClient, SqliteJobStore]]:
     store = SqliteJobStore(settings.jobs_db)
-    with TestClient(create_app(settings, store=store, dispatcher=IdleDispatcher())) as client:
+    with TestClient(create_app(settings, store=store, dispatcher=IdleDispatcher()), base_url="http://127.0.0.1") as client:
         yield client, store
     store.close()
 
@@ -125,12 +125,12 @@ def test_offline_or_without_auto_pull_a_job_for_an_absent_model_fails_at_submit_
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
         settings = Settings(data_dir=tmp_path / f"d{offline}", models=CATALOG, auto_pull=auto_pull)
         store = SqliteJobStore(settings.jobs_db)
-        with TestClient(create_app(settings, store=store, dispatcher=IdleDispatcher())) as client:
+        with TestClient(create_app(settings, store=store, dispatcher=IdleDispatcher()), base_url="http://127.0.0.1") as client:
             response = client.post("/v1/jobs", json={"prompt": "a fox", "model": "hub-tiny"})
             assert response.status_code == 422, response.text
             body = response.json()
             assert "steadyframe pull hub-tiny" in body["advice"]
-            assert "not downloaded" in body["detail"][0]["msg"]
+            assert "not downloaded" in body["errors"][0]["msg"]
             assert store.list() == []
             if offline:
                 pulled = client.post("/v1/models/hub-tiny/pull")
@@ -159,7 +159,7 @@ def test_paths_repo_ids_and_odd_strings_from_the_api_are_422_naming_no_path(app_
 def test_too_little_disk_is_507_before_any_byte(tmp_path: Path, online: LocalHub) -> None:
     settings = Settings(data_dir=tmp_path / "data", models=CATALOG, pull_reserve_mb=10**9)
     store = SqliteJobStore(settings.jobs_db)
-    with TestClient(create_app(settings, store=store, dispatcher=IdleDispatcher())) as client:
+    with TestClient(create_app(settings, store=store, dispatcher=IdleDispatcher()), base_url="http://127.0.0.1") as client:
         response = client.post("/v1/models/hub-tiny/pull")
         assert response.status_code == 507, response.text
         assert response.json()["detail"].startswith("Not enough disk space to pull hub-tiny")

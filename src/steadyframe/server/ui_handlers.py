@@ -89,7 +89,7 @@ def status_card(record: JobRecord, ctx: ServerContext, position: int | None = No
         f"<b>Job <span class='sf-job-id'>{_esc(record.id)}</span></b> · <span class='sf-status'>{_esc(status.value)}</span>"
     ]
     css = "sf-card"
-    waiting = waiting_view(record, ctx.pulls)
+    waiting = waiting_view(record, ctx.pulls if ctx is not None else None)
     if waiting is not None:
         download = waiting.download
         amount = ""
