@@ -51,6 +51,7 @@ FREE_FAILURES = 3
 FIRST_DELAY_S = 0.5
 MAX_DELAY_S = 8.0
 FAILURE_MEMORY_S = 600.0
+MAX_TRACKED_CLIENTS = 10_000
 
 
 class Refused(Exception):
@@ -117,6 +118,11 @@ class LoginThrottle:
         return min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** (count - FREE_FAILURES))
 
     def failed(self, who: str) -> None:
+        if len(self.failures) >= MAX_TRACKED_CLIENTS:  # many addresses guessing: forget the stale ones first
+            now = time.monotonic()
+            self.failures = {k: v for k, v in self.failures.items() if now - v[1] <= FAILURE_MEMORY_S}
+            if len(self.failures) >= MAX_TRACKED_CLIENTS:
+                self.failures.pop(next(iter(self.failures)))
         count, last = self.failures.get(who, (0, 0.0))
         if time.monotonic() - last > FAILURE_MEMORY_S:
             count = 0
