@@ -178,3 +178,20 @@ def test_unknown_model_routes_are_404_problems(app_client) -> None:
     assert client.get("/v1/models/nope/events").status_code == 404
     spec = client.get("/openapi.json").json()
     assert {"/v1/models/{name}/pull", "/v1/models/{name}/events", "/v1/models/{name}"} <= set(spec["paths"])
+
+
+def test_delete_during_a_pull_stops_it_frees_the_disk_and_fails_the_jobs_waiting_for_it(
+    app_client, online: LocalHub
+) -> None:
+    client, store = app_client
+    online.bytes_per_second = 100_000
+    job_id = client.post("/v1/jobs", json={"prompt": "a fox", "model": "hub-tiny"}).json()["id"]
+    _wait(lambda: (_model(client, "hub-tiny").get("download") or {}).get("bytes_done", 0) > 0)
+    deleted = client.delete("/v1/models/hub-tiny")
+    assert deleted.status_code == 200 and deleted.json()["state"] == "absent"
+    assert deleted.json()["download"] is None  # nothing left to resume from
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["error"]["kind"] == "model_unavailable"
+    assert "steadyframe pull hub-tiny" in job["error"]["advice"]
+    settings = client.app.state.ctx.settings
+    assert not (settings.resolved_models_dir / "steadyframe--tiny-t2v").exists()
