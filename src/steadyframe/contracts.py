@@ -72,6 +72,7 @@ class JobResult:
     family: str = ""
     test_noise: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    speed: dict[str, Any] = field(default_factory=dict)  # what ran: speed, cache, its knobs, attention kernel
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,6 +15,7 @@ from PIL import Image
 import steadyframe
 from steadyframe.contracts import JobHooks, JobResult, ModelProvider
 from steadyframe.engine import stages
+from steadyframe.engine.compiled import compile_blocks, is_compiled
 from steadyframe.engine.devices import resolve_device
 from steadyframe.engine.loading import (
     count_tokens,
@@ -27,6 +28,7 @@ from steadyframe.engine.loading import (
 )
 from steadyframe.engine.memory_levels import describe, effective_level
 from steadyframe.engine.plan import JobPlan, check_prompt_tokens, plan_job
+from steadyframe.engine.speed import speed_mode
 from steadyframe.media import load_image, load_video_frames
 from steadyframe.postprocess.plan import interpolated_fps, interpolated_frame_count, rife_flow_scale
 from steadyframe.settings import Settings
@@ -75,15 +77,52 @@ def _check_tokens_on_disk(plan: JobPlan, folder: Path | None) -> bool:
     return True
 
 
-def _model_key(plan: JobPlan, folder: Path, mode: str, device: str, level: int) -> str:
+def _model_key(plan: JobPlan, folder: Path, mode: str, device: str, level: int, compiled: bool) -> str:
     cls = pipeline_class(plan.ref, mode).__name__
-    return f"{cls}:{folder}:{torch_dtype(plan.family, device)}:{device}:level{level}"
+    return f"{cls}:{folder}:{torch_dtype(plan.family, device)}:{device}:level{level}" + (":compiled" if compiled else "")
+
+
+_WARM_SHAPES = "_steadyframe_warm_shapes"  # on a compiled pipeline: the shapes it has already run
+
+
+class _StepTimes:
+    """When each denoise step ended, to tell a compiling first step from a warm one."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.ends: list[float] = []
+
+    def mark(self) -> None:
+        self.ends.append(time.perf_counter())
+
+    def first_step_excess(self) -> float | None:
+        """Seconds the first step took beyond a typical later step (None with fewer than 2 steps)."""
+        if len(self.ends) < 2:
+            return None
+        durations = np.diff([self.start, *self.ends])
+        return max(0.0, float(durations[0] - np.median(durations[1:])))
+
+
+def _record_compile(pipe: Any, plan: JobPlan, steps: _StepTimes, clock: _Clock) -> None:
+    """On a compiled model's first run at a shape, move the first step's extra time into "compile"."""
+    if not is_compiled(pipe.transformer):
+        return
+    shape = (plan.mode, plan.num_frames, plan.height, plan.width, plan.spec.speed)
+    warm: set = getattr(pipe, _WARM_SHAPES, set())
+    if shape in warm:
+        return
+    warm.add(shape)
+    setattr(pipe, _WARM_SHAPES, warm)
+    excess = steps.first_step_excess()
+    if excess is not None:
+        clock.timings["compile"] = round(excess, 4)
+        clock.timings[str(Stage.DENOISE)] = round(clock.timings[str(Stage.DENOISE)] - excess, 4)
 
 
 def _generate(
     plan: JobPlan, settings: Settings, hooks: JobHooks, models: ModelProvider, device: str, level: int, clock: _Clock
-) -> np.ndarray:
-    """LOAD, ENCODE_PROMPT, DENOISE, DECODE -> uint8 frames [F, H, W, 3]."""
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """LOAD, ENCODE_PROMPT, DENOISE, DECODE -> uint8 frames [F, H, W, 3] and what the speed ran."""
     with clock.stage("prepare"):
         tokens_checked = _check_tokens_on_disk(plan, plan.ref.local_dir)
         image, video = _load_inputs(plan, settings)
@@ -94,9 +133,12 @@ def _generate(
             tokens_checked = tokens_checked or _check_tokens_on_disk(plan, folder)  # before the weights load
 
             def loader() -> Any:
-                return load_pipeline(plan.ref, folder, mode=plan.mode, device=device, memory_level=level)
+                pipe = load_pipeline(plan.ref, folder, mode=plan.mode, device=device, memory_level=level)
+                if settings.compile_blocks:
+                    compile_blocks(pipe.transformer)
+                return pipe
 
-            key = _model_key(plan, folder, plan.mode, device, level)
+            key = _model_key(plan, folder, plan.mode, device, level, settings.compile_blocks)
             pipe = stack.enter_context(models.acquire(key, loader, size_mb=weights_size_mb(folder)))
         hooks.step(Stage.LOAD, 1, 1)
         if not tokens_checked:
@@ -106,24 +148,29 @@ def _generate(
             embeds = stages.encode_prompt(pipe, plan)
         hooks.step(Stage.ENCODE_PROMPT, 1, 1)
         hooks.enter_stage(Stage.DENOISE, plan.denoise_steps)
+        step_times = _StepTimes()
+
+        def on_step(index: int, total: int) -> None:
+            step_times.mark()
+            hooks.step(Stage.DENOISE, index, total)
+
         with clock.stage(Stage.DENOISE):
             generator = torch.Generator().manual_seed(plan.seed)  # CPU generator: same noise on any device
-            latents = stages.denoise(
-                pipe,
-                plan,
-                embeds,
-                image=image,
-                video=video,
-                generator=generator,
-                on_step=lambda i, total: hooks.step(Stage.DENOISE, i, total),
-            )
+            with speed_mode(
+                pipe, plan.spec.speed, guidance=plan.guidance, fast_attention=settings.fast_attention, device=device
+            ) as speed_record:
+                latents = stages.denoise(
+                    pipe, plan, embeds, image=image, video=video, generator=generator, on_step=on_step
+                )
+        _record_compile(pipe, plan, step_times, clock)
+        speed = speed_record.to_dict() | {"compiled_blocks": is_compiled(pipe.transformer)}
         del embeds, image, video
         hooks.enter_stage(Stage.DECODE, 1)
         with clock.stage(Stage.DECODE):
             frames = stages.to_uint8(stages.decode(pipe, plan, latents))
         del latents, pipe  # the provider alone decides whether the pipeline stays loaded
         hooks.step(Stage.DECODE, 1, 1)
-    return frames
+    return frames, speed
 
 
 def _postprocess(
@@ -196,7 +243,7 @@ def run_job(
         plan = plan_job(spec, settings)
         device = resolve_device(settings.device)
         level = effective_level(memory_level, device)
-    frames = _generate(plan, settings, hooks, models, device, level, clock)
+    frames, speed = _generate(plan, settings, hooks, models, device, level, clock)
     frames = _postprocess(frames, plan, hooks, models, device, clock)
     fps = float(interpolated_fps(plan.fps, spec.interpolate))
     count, height, width = frames.shape[:3]
@@ -227,6 +274,7 @@ def run_job(
             family=plan.family.name,
             test_noise=plan.family.test_noise,
             timings=clock.timings,
+            speed=speed,
         )
         sidecar = {
             "model": plan.ref.source,
@@ -242,6 +290,7 @@ def run_job(
             "dtype": str(torch_dtype(plan.family, device)).removeprefix("torch."),
             "memory_level": level,
             "memory_saving": describe(level),
+            "speed": speed,
             "timings": clock.timings,
             "versions": _versions(),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

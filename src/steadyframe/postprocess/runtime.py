@@ -14,18 +14,13 @@ import numpy as np
 import psutil
 import torch
 
+from steadyframe.engine.devices import resolve_device as resolve_device_name
 from steadyframe.errors import InvalidInputError, ModelUnavailableError
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; anything else is parsed by torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise InvalidInputError(f"Unknown device '{device}'.") from exc
-    return resolved
+    """``settings.device`` -> a torch device, by the product's one rule (``engine.devices``)."""
+    return torch.device(resolve_device_name(device))
 
 
 def half_dtype(device: torch.device, *, supports_half: bool, supports_bfloat16: bool) -> torch.dtype:

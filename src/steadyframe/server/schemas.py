@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from steadyframe.spec import FaultSpec, Mode, PresetName
+from steadyframe.spec import FaultSpec, Mode, PresetName, Speed
 
 
 class UploadView(BaseModel):
@@ -46,6 +46,7 @@ class JobCreate(BaseModel):
     video_upload: str | None = Field(None, description="id from POST /v1/uploads (v2v)")
     upscale: Literal[1, 2, 4] = 1
     interpolate: Literal[1, 2, 4] = 1
+    speed: Speed = Field("exact", description="exact (bit-exact with diffusers), fast or fastest: step caching")
     fault: FaultSpec | None = Field(None, description="injected fault; accepted only when fault injection is on")
 
 
@@ -73,6 +74,7 @@ class ResultView(BaseModel):
     duration_s: float
     memory_level: int
     test_noise: bool = False
+    speed: dict[str, Any] | None = Field(None, description="what ran: speed, cache and its knobs, attention kernel")
 
 
 class ErrorView(BaseModel):

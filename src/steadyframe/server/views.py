@@ -38,6 +38,7 @@ def job_view(record: JobRecord, uploads: UploadStore, *, position: int | None = 
             duration_s=float(data["duration_s"]),
             memory_level=int(data.get("memory_level", 0)),
             test_noise=bool(data.get("test_noise", False)),
+            speed=data.get("speed") or None,
         )
     error = None
     if record.error is not None:
