@@ -67,7 +67,7 @@ def test_exact_after_fast_on_the_same_loaded_model_is_bit_exact_with_diffusers(
     original = engine_stages.to_uint8
     monkeypatch.setattr(engine_stages, "to_uint8", lambda frames: captured.append(frames.copy()) or original(frames))
     for speed in ("fast", "fastest", "exact"):
-        spec = JobSpec(prompt=PROMPT, model="tiny-t2v", steps=8, seed=11, speed=speed)
+        spec = JobSpec(prompt=PROMPT, model="tiny-t2v", steps=8, seed=11, guidance=6.0, use_dynamic_cfg=False, speed=speed)
         result = run_job(spec, settings, tmp_path / speed, hooks=hooks, models=keep_loaded)
     assert result.speed["cache"] is None
     pipe = keep_loaded.last()
