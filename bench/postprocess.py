@@ -6,6 +6,11 @@ memory above the starting level (CUDA: max allocated; CPU: sampled process RSS).
     python bench/postprocess.py                      # tiny + full-size models, CPU or CUDA
     python bench/postprocess.py --skip-full          # tiny models only (seconds)
     python bench/postprocess.py --device cuda --frames 8 --full-frames 4
+    python bench/postprocess.py --demo-only          # only ours vs CogVideo's demo code, with ratios
+
+The "vs CogVideo demo" table runs the demo's upscaler (512-px tiles, 32-px overlap, one frame
+at a time) and RIFE loop (``bench/demo_reference.py``) beside ours on the same full-size random
+weights and the same 720×480 frames, in one run.
 """
 
 from __future__ import annotations
@@ -25,8 +30,12 @@ import numpy as np
 import psutil
 import torch
 
-from steadyframe.contracts import LoadEachTime
+from demo_reference import demo_interpolate_video, demo_upscale_video
+from spandrel import ModelLoader
+
+from steadyframe.contracts import LoadEachTime, ModelProvider
 from steadyframe.postprocess import interpolate_frames, upscale_frames
+from steadyframe.postprocess.rife import load_rife
 from steadyframe.postprocess.runtime import resolve_device
 from steadyframe.testing import tiny_weights
 
@@ -119,6 +128,68 @@ def measure(
     return out.shape[0], seconds, peak[0]
 
 
+class KeepOne:
+    """A provider that keeps what it loaded, so timed runs exclude loading (as a warm worker does)."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, object] = {}
+
+    def acquire(self, key, loader, *, size_mb=None):  # type: ignore[no-untyped-def]
+        @contextmanager
+        def _held():  # type: ignore[no-untyped-def]
+            if key not in self.loaded:
+                self.loaded[key] = loader()
+            yield self.loaded[key]
+
+        return _held()
+
+
+def _timed(device: torch.device, work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def compare_with_demo(device: torch.device, folder: Path, up_frames: int, rife_frames: int) -> None:
+    """Ours vs CogVideo's demo code, same weights and frames, one table with speed ratios."""
+    demo_dtype = torch.float16 if device.type == "cuda" else torch.float32  # the demo's .half(), where it is fast
+    models: ModelProvider = KeepOne()
+    results: list[tuple[str, float, float]] = []
+    upscalers = [
+        ("RRDB x4 (demo's file)", tiny_weights.save_cogvideo_realesrgan_x4(folder / "demo-rrdb.pth", full=True)),
+        ("animevideov3 x4", tiny_weights.save_realesr_animevideov3(folder / "anime.pth", full=True)),
+    ]
+    frames = clip(up_frames)
+    as_float = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255.0).to(device)
+    for name, path in upscalers:
+        demo_net = ModelLoader(device="cpu").load_from_file(path).to(device).to(demo_dtype).eval()
+        ours = lambda: upscale_frames(frames, weights=path, scale=4, device=str(device), models=models, on_frame=lambda d, t: None)  # noqa: E731
+        demo = lambda: demo_upscale_video(as_float.to(demo_dtype), demo_net, 4)  # noqa: E731
+        upscale_frames(frames[:, :64, :64], weights=path, scale=4, device=str(device), models=models, on_frame=lambda d, t: None)
+        demo_upscale_video(as_float[:, :, :64, :64].to(demo_dtype), demo_net, 4)  # warm both
+        demo_s, ours_s = _timed(device, demo), _timed(device, ours)
+        results.append((f"upscale x4 {name}", demo_s, ours_s))
+        print(f"  done: demo vs ours, {name}: {demo_s:.2f} s vs {ours_s:.2f} s", flush=True)
+        del demo_net
+        release_freed_memory()
+    rife_path = tiny_weights.save_rife_v3_hd(folder / "demo-v3.pkl", full=True)
+    rife = load_rife(rife_path, device)
+    frames = clip(rife_frames)
+    as_float = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255.0).to(device)
+    middle = lambda a, b: rife.predict(a, b, 0.5, 1.0)  # noqa: E731  the same network for both loops
+    ours = lambda: interpolate_frames(frames, weights=rife_path, factor=2, device=str(device), models=models, on_frame=lambda d, t: None)  # noqa: E731
+    interpolate_frames(frames[:2, :64, :64], weights=rife_path, factor=2, device=str(device), models=models, on_frame=lambda d, t: None)
+    demo_s, ours_s = _timed(device, lambda: demo_interpolate_video(as_float, middle)), _timed(device, ours)
+    results.append(("RIFE v3 HD x2 loop", demo_s, ours_s))
+    print(f"\nvs CogVideo demo: device={device} threads={torch.get_num_threads()} 720x480, "
+          f"{up_frames} frame(s) upscaled, {rife_frames} interpolated")  # fmt: skip
+    print(f"{'work':<34} {'demo s':>8} {'ours s':>8} {'speed-up':>9}")
+    for work, demo_s, ours_s in results:
+        print(f"{work:<34} {demo_s:>8.2f} {ours_s:>8.2f} {demo_s / ours_s:>8.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -126,8 +197,15 @@ def main() -> None:
     parser.add_argument("--full-frames", type=int, default=1, help="input frames for full-size upscalers")
     parser.add_argument("--tile", type=int, default=256, help="tile side for the tiled runs")
     parser.add_argument("--skip-full", action="store_true", help="tiny models only")
+    parser.add_argument("--demo-only", action="store_true", help="only the comparison with CogVideo's demo code")
+    parser.add_argument("--demo-frames", type=int, default=1, help="frames upscaled in the demo comparison")
+    parser.add_argument("--demo-rife-frames", type=int, default=3, help="frames interpolated in the demo comparison")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if args.demo_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            compare_with_demo(device, Path(scratch), args.demo_frames, args.demo_rife_frames)
+        return
     models = LoadEachTime()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as scratch:

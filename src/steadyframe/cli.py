@@ -192,6 +192,7 @@ def generate(
     upscale_model: Optional[str] = typer.Option(None, "--upscale-model"),
     rife_model: Optional[str] = typer.Option(None, "--rife-model"),
     crf: Optional[int] = typer.Option(None, "--crf", help="H.264 quality, lower is better"),
+    speed: str = typer.Option("exact", "--speed", help="exact (bit-exact with diffusers), fast or fastest"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N"),
     output: Path = typer.Option(Path("steadyframe.mp4"), "--output", "-o", help="the MP4; .gif and .json go beside it"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
@@ -205,7 +206,7 @@ def generate(
             mode=mode, prompt=prompt, negative_prompt=negative_prompt, model=model, preset=preset,
             steps=steps, guidance=guidance, use_dynamic_cfg=dynamic_cfg, seed=seed, num_frames=frames,
             width=width, height=height, strength=strength, upscale=upscale, interpolate=interpolate,
-            upscale_model=upscale_model, rife_model=rife_model, crf=crf,
+            upscale_model=upscale_model, rife_model=rife_model, crf=crf, speed=speed,
             image_path=str(image) if image else None, video_path=str(video) if video else None,
         )  # fmt: skip
         settings = load_settings(device=device)

@@ -96,8 +96,14 @@ class Settings(BaseSettings):
         True, description="keep each finished stage's latents/frames in the job folder so a retry resumes after it"
     )
     release_after_job: bool = Field(False, description="unload every model after each job (shared machines)")
-    max_memory_level: int = Field(3, ge=0, le=3, description="highest OOM degrade level tried")
+    max_memory_level: int = Field(5, ge=0, le=5, description="highest OOM degrade level tried")
     memory_budget_mb: float | None = Field(None, description="RAM/VRAM budget for loaded models; default auto")
+
+    # --- speed (README "Speed") ----------------------------------------------------------
+    compile_blocks: bool = Field(False, description="torch.compile each transformer block (first job pays the compile)")
+    fast_attention: bool = Field(
+        True, description="fast/fastest jobs use SageAttention or FlashAttention when installed (CUDA, fp16/bf16)"
+    )
 
     # --- cluster (Ray) -----------------------------------------------------------------
     ray_address: str | None = Field(

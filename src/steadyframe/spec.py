@@ -15,6 +15,8 @@ from steadyframe.stages import FaultKind, Stage
 
 Mode = Literal["t2v", "i2v", "v2v"]
 PresetName = Literal["balanced", "fast", "quality", "high_motion", "subtle"]
+# exact: bit-exact with diffusers; fast / fastest: a diffusers step cache (engine/speed.py, README "Speed")
+Speed = Literal["exact", "fast", "fastest"]
 
 
 class FaultSpec(BaseModel):
@@ -27,7 +29,7 @@ class FaultSpec(BaseModel):
     at_step: int | None = Field(None, ge=0, description="denoise step (or frame, for post stages) to fire at")
     ballast_mb: int = Field(0, ge=0, le=8192, description="memory allocated and held in the failing frame")
     only_at_level: int | None = Field(
-        None, ge=0, le=3, description="fire only at this memory-saving level (tests the OOM ladder)"
+        None, ge=0, le=5, description="fire only at this memory-saving level (tests the OOM ladder)"
     )
     only_at_attempt: int | None = Field(
         None, ge=0, le=100, description="fire only in this attempt (0 = the first run; tests resuming)"
@@ -59,6 +61,7 @@ class JobSpec(BaseModel):
     upscale_model: str | None = Field(None, description="weight file; None = settings/models folder default")
     rife_model: str | None = Field(None, description="weight file; None = settings/models folder default")
     crf: int | None = Field(None, ge=0, le=51)
+    speed: Speed = Field("exact", description="exact (bit-exact with diffusers), fast or fastest (step caching)")
     fault: FaultSpec | None = None
 
     @field_validator("prompt", "negative_prompt", "model", "upscale_model", "rife_model")

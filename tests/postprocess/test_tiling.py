@@ -59,3 +59,27 @@ def test_spare_memory_runs_several_tiles_per_pass_but_never_more_than_a_frame() 
     assert not big.is_untiled(2000, 3000)
     assert big.batch > 1
     assert big.batch * big.tile_height * big.tile_width <= 4_000_000
+
+
+def test_even_tiles_are_equal_even_and_cover_the_axis_without_a_sliver() -> None:
+    from steadyframe.postprocess.tiling import even_tile_side
+
+    assert even_tile_side(200, 256, 32, 2) == 200  # fits: one tile
+    assert even_tile_side(480, 256, 32, 2) == 256  # two tiles of 256 overlapping by 32
+    for length, target, unit in ((720, 256, 2), (1360, 256, 4), (2880, 512, 2), (481, 256, 2)):
+        side = even_tile_side(length, target, 32, unit)
+        assert side % unit == 0 and side <= target + unit
+        origins = axis_origins(length + (-length % unit), side, 32, unit)
+        assert origins[-1] + side >= length
+        # equal tiles evenly spread: every neighbour overlaps by about the same amount
+        overlaps = [side - (b - a) for a, b in zip(origins, origins[1:])]
+        assert min(overlaps) >= 32 and max(overlaps) - min(overlaps) <= 2 * unit
+
+
+def test_a_side_cap_tiles_a_frame_that_would_fit_and_a_batch_cap_holds() -> None:
+    capped = plan_tiles(480, 720, bytes_per_pixel=100.0, budget_bytes=1e12, max_side=256, max_batch=1)
+    assert not capped.is_untiled(480, 720)
+    assert capped.tile_height == 256 and capped.tile_width <= 256 and capped.tile_width % 2 == 0
+    assert capped.batch == 1
+    batched = plan_tiles(480, 720, bytes_per_pixel=100.0, budget_bytes=1e12, max_side=256)
+    assert batched.batch > 1

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class Checkpoint:
     stage: Stage
     seed: int  # the seed that attempt drew (a spec without a seed draws one per attempt)
     path: Path
+    speed: dict[str, Any] = field(default_factory=dict)  # what that attempt's denoise ran (speed option, cache)
 
     def latents(self) -> torch.Tensor:
         assert self.stage == Stage.DENOISE
@@ -69,6 +70,7 @@ class StageCheckpoints:
     def __init__(self, folder: Path | None, spec: JobSpec) -> None:
         self.folder = folder
         self.fingerprint = fingerprint(spec)
+        self.speed: dict[str, Any] = {}  # set after denoise; kept in every manifest that follows
 
     def latest(self) -> Checkpoint | None:
         """The checkpoint a retry resumes from, or None (none, another job's, or unreadable)."""
@@ -80,7 +82,7 @@ class StageCheckpoints:
             path = self.folder / manifest["file"]
             if manifest["fingerprint"] != self.fingerprint or not path.is_file():
                 return None
-            return Checkpoint(stage=stage, seed=int(manifest["seed"]), path=path)
+            return Checkpoint(stage=stage, seed=int(manifest["seed"]), path=path, speed=dict(manifest.get("speed") or {}))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -108,7 +110,9 @@ class StageCheckpoints:
             previous = self.latest()
             write(partial)
             os.replace(partial, self.folder / name)
-            manifest = {"stage": stage.value, "file": name, "seed": seed, "fingerprint": self.fingerprint}
+            manifest = {
+                "stage": stage.value, "file": name, "seed": seed, "fingerprint": self.fingerprint, "speed": self.speed,
+            }  # fmt: skip
             staged = self.folder / (MANIFEST + ".partial")
             staged.write_text(json.dumps(manifest))
             os.replace(staged, self.folder / MANIFEST)

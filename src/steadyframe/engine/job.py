@@ -17,6 +17,7 @@ import steadyframe
 from steadyframe.contracts import JobHooks, JobResult, ModelProvider
 from steadyframe.engine import stages
 from steadyframe.engine.checkpoints import Checkpoint, StageCheckpoints
+from steadyframe.engine.compiled import compile_blocks, is_compiled
 from steadyframe.engine.devices import resolve_device
 from steadyframe.engine.loading import (
     count_tokens,
@@ -30,6 +31,7 @@ from steadyframe.engine.loading import (
 from steadyframe.engine.memory_levels import describe, effective_level
 from steadyframe.engine.plan import JobPlan, check_prompt_tokens, plan_job
 from steadyframe.job_files import checkpoints_dir
+from steadyframe.engine.speed import speed_mode
 from steadyframe.media import load_image, load_video_frames
 from steadyframe.postprocess.plan import interpolated_fps, interpolated_frame_count, rife_flow_scale
 from steadyframe.settings import Settings
@@ -89,9 +91,47 @@ def _check_tokens_on_disk(plan: JobPlan, folder: Path | None) -> bool:
     return True
 
 
-def _model_key(plan: JobPlan, folder: Path, device: str, level: int) -> str:
+def _model_key(plan: JobPlan, folder: Path, device: str, level: int, compiled: bool) -> str:
     """One entry per weights folder (not per task): t2v and v2v on one folder share its modules."""
-    return f"pipeline:{folder}:{torch_dtype(plan.family, device)}:{device}:level{level}"
+    key = f"pipeline:{folder}:{torch_dtype(plan.family, device)}:{device}:level{level}"
+    return key + (":compiled" if compiled else "")
+
+
+_WARM_SHAPES = "_steadyframe_warm_shapes"  # on a compiled pipeline: the shapes it has already run
+
+
+class _StepTimes:
+    """When each denoise step ended, to tell a compiling first step from a warm one."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.ends: list[float] = []
+
+    def mark(self) -> None:
+        self.ends.append(time.perf_counter())
+
+    def first_step_excess(self) -> float | None:
+        """Seconds the first step took beyond a typical later step (None with fewer than 2 steps)."""
+        if len(self.ends) < 2:
+            return None
+        durations = np.diff([self.start, *self.ends])
+        return max(0.0, float(durations[0] - np.median(durations[1:])))
+
+
+def _record_compile(pipe: Any, plan: JobPlan, steps: _StepTimes, clock: _Clock) -> None:
+    """On a compiled model's first run at a shape, move the first step's extra time into "compile"."""
+    if not is_compiled(pipe.transformer):
+        return
+    shape = (plan.mode, plan.num_frames, plan.height, plan.width, plan.spec.speed)
+    warm: set = getattr(pipe, _WARM_SHAPES, set())
+    if shape in warm:
+        return
+    warm.add(shape)
+    setattr(pipe, _WARM_SHAPES, warm)
+    excess = steps.first_step_excess()
+    if excess is not None:
+        clock.timings["compile"] = round(excess, 4)
+        clock.timings[str(Stage.DENOISE)] = round(clock.timings[str(Stage.DENOISE)] - excess, 4)
 
 
 def _for_mode(pipe: Any, plan: JobPlan) -> Any:
@@ -159,9 +199,12 @@ def _generate(
             tokens_checked = tokens_checked or _check_tokens_on_disk(plan, folder)  # before the weights load
 
             def loader() -> Any:
-                return load_pipeline(plan.ref, folder, mode=plan.mode, device=device, memory_level=level)
+                pipe = load_pipeline(plan.ref, folder, mode=plan.mode, device=device, memory_level=level)
+                if settings.compile_blocks:
+                    compile_blocks(pipe.transformer)
+                return pipe
 
-            key = _model_key(plan, folder, device, level)
+            key = _model_key(plan, folder, device, level, settings.compile_blocks)
             pipe = _for_mode(stack.enter_context(models.acquire(key, loader, size_mb=weights_size_mb(folder))), plan)
         hooks.step(Stage.LOAD, 1, 1)
         if latents is None:
@@ -172,17 +215,22 @@ def _generate(
                 embeds = stages.encode_prompt(pipe, plan)
             hooks.step(Stage.ENCODE_PROMPT, 1, 1)
             hooks.enter_stage(Stage.DENOISE, plan.denoise_steps)
+            step_times = _StepTimes()
+
+            def on_step(index: int, total: int) -> None:
+                step_times.mark()
+                hooks.step(Stage.DENOISE, index, total)
+
             with clock.stage(Stage.DENOISE):
                 generator = torch.Generator().manual_seed(plan.seed)  # CPU generator: same noise on any device
-                latents = stages.denoise(
-                    pipe,
-                    plan,
-                    embeds,
-                    image=image,
-                    video=video,
-                    generator=generator,
-                    on_step=lambda i, total: hooks.step(Stage.DENOISE, i, total),
-                )
+                with speed_mode(
+                    pipe, plan.spec.speed, guidance=plan.guidance, fast_attention=settings.fast_attention, device=device
+                ) as speed_record:
+                    latents = stages.denoise(
+                        pipe, plan, embeds, image=image, video=video, generator=generator, on_step=on_step
+                    )
+            _record_compile(pipe, plan, step_times, clock)
+            saved.speed = speed_record.to_dict() | {"compiled_blocks": is_compiled(pipe.transformer)}
             del embeds, image, video
             saved.save_latents(latents, plan.seed)
         with clock.stage(Stage.DECODE):
@@ -337,6 +385,7 @@ def run_job(
         resume = saved.latest()
         if resume is not None:
             plan = replace(plan, seed=resume.seed)  # the seed the finished stages were made with
+            saved.speed = resume.speed  # what the denoise that made them ran
     recoveries: dict[str, str] = {}  # stage -> the memory saving that got it past an out-of-memory
     frames = _resume_or_generate(plan, settings, hooks, models, device, level, clock, saved, resume, recoveries)
     frames = _postprocess(frames, plan, hooks, models, device, clock, saved, resume.stage if resume else None, recoveries)
@@ -370,6 +419,7 @@ def run_job(
             timings=clock.timings,
             resumed_from=resume.stage.value if resume else None,
             stage_recoveries=recoveries,
+            speed=saved.speed,
         )
         sidecar = {
             "model": plan.ref.source,
@@ -385,6 +435,7 @@ def run_job(
             "dtype": str(torch_dtype(plan.family, device)).removeprefix("torch."),
             "memory_level": level,
             "memory_saving": describe(level),
+            "speed": saved.speed,
             "timings": clock.timings,
             "resumed_from": result.resumed_from,
             "stage_recoveries": recoveries,

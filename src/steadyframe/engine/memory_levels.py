@@ -1,46 +1,128 @@
-"""The memory-saving ladder, in one place: what each level does and where it applies.
+"""The memory-saving ladder, in one table: what each level does and where it applies.
 
-0 none; 1 VAE slicing + tiling; 2 model CPU offload (with 1); 3 sequential CPU offload (with 1).
-Offloading moves weights between host and GPU, so levels 2 and 3 mean nothing on a CPU.
+Levels, fastest and hungriest first (every level above 0 also slices and tiles the VAE):
+
+0 none; 1 VAE slicing + tiling; 2 fp8 weight storage for the transformer (diffusers' layerwise
+casting: weights kept in float8, each layer upcast to the model dtype as it runs, the layers
+diffusers lists as precision-sensitive kept in full precision); 3 model CPU offload (one whole
+model on the GPU at a time); 4 group offload with CUDA streams (one transformer block at a time,
+the next block's weights copied in while the current one runs); 5 sequential CPU offload (leaf by
+leaf, the slowest). Offloading moves weights between host and GPU, so 3-5 mean nothing on a CPU;
+a level whose device or dtype support is missing is skipped.
+
+Importing this module does not import torch (the server describes levels in the UI).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
-MEMORY_LEVELS: dict[int, str] = {
-    0: "no memory saving",
-    1: "VAE slicing and tiling",
-    2: "model CPU offload",
-    3: "sequential CPU offload",
-}
+
+def _device_type(device: str) -> str:
+    return device.split(":", 1)[0].strip().lower()
+
+
+def _float8_available() -> bool:
+    import torch
+
+    return hasattr(torch, "float8_e4m3fn")
+
+
+def _to_device(pipe: Any, device: str) -> None:
+    pipe.to(device)
+
+
+def _vae_tiling(pipe: Any) -> None:
+    pipe.vae.enable_slicing()
+    pipe.vae.enable_tiling()
+
+
+def _fp8_storage(pipe: Any, device: str) -> None:
+    import torch
+
+    pipe.to(device)
+    # storage float8 e4m3; compute in the dtype the transformer was loaded in. No skip pattern is
+    # passed, so diffusers keeps its own list (patch embedding, norms, proj_in/out) in full precision.
+    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=pipe.transformer.dtype)
+
+
+def _model_offload(pipe: Any, device: str) -> None:
+    pipe.enable_model_cpu_offload(device=device)
+
+
+def _group_offload(pipe: Any, device: str) -> None:
+    import torch
+
+    on_gpu = _device_type(device) == "cuda"
+    pipe.enable_group_offload(
+        onload_device=torch.device(device),
+        offload_device=torch.device("cpu"),
+        offload_type="block_level",
+        num_blocks_per_group=1,
+        use_stream=on_gpu,  # prefetch the next block on a side stream while this one computes
+    )
+
+
+def _sequential_offload(pipe: Any, device: str) -> None:
+    pipe.enable_sequential_cpu_offload(device=device)
+
+
+@dataclass(frozen=True)
+class MemoryLevel:
+    """One rung of the ladder: its number, words for people, where it runs and how it is applied."""
+
+    number: int
+    name: str
+    description: str
+    device_types: tuple[str, ...]
+    place: Callable[[Any, str], None]  # puts the (VAE-configured) pipeline on the device its way
+    vae_tiling: bool = True
+    requires: Callable[[], bool] = lambda: True
+
+    def runs_on(self, device: str) -> bool:
+        return _device_type(device) in self.device_types and self.requires()
+
+
+MEMORY_LEVELS_TABLE: tuple[MemoryLevel, ...] = (
+    MemoryLevel(0, "none", "no memory saving", ("cpu", "cuda", "mps"), _to_device, vae_tiling=False),
+    MemoryLevel(1, "vae_tiling", "VAE slicing and tiling", ("cpu", "cuda", "mps"), _to_device),
+    MemoryLevel(
+        2, "fp8_storage", "fp8 weight storage", ("cpu", "cuda"), _fp8_storage, requires=_float8_available
+    ),
+    MemoryLevel(3, "model_offload", "model CPU offload", ("cuda",), _model_offload),
+    MemoryLevel(4, "group_offload", "group offload with CUDA streams", ("cuda",), _group_offload),
+    MemoryLevel(5, "sequential_offload", "sequential CPU offload", ("cuda",), _sequential_offload),
+)
+MEMORY_LEVELS: dict[int, str] = {level.number: level.description for level in MEMORY_LEVELS_TABLE}
+MAX_MEMORY_LEVEL = MEMORY_LEVELS_TABLE[-1].number
+
+
+def level(number: int) -> MemoryLevel:
+    if number not in MEMORY_LEVELS:
+        raise ValueError(f"memory level must be one of {sorted(MEMORY_LEVELS)}, got {number}")
+    return MEMORY_LEVELS_TABLE[number]
 
 
 def applicable_levels(device: str) -> list[int]:
     """The levels worth trying on ``device``, lowest first."""
-    return [0, 1] if not device.startswith("cuda") else [0, 1, 2, 3]
+    return [entry.number for entry in MEMORY_LEVELS_TABLE if entry.runs_on(device)]
 
 
 def effective_level(requested: int, device: str) -> int:
     """The highest applicable level not above ``requested`` (what actually runs)."""
-    if requested not in MEMORY_LEVELS:
-        raise ValueError(f"memory level must be one of {sorted(MEMORY_LEVELS)}, got {requested}")
-    return max(level for level in applicable_levels(device) if level <= requested)
+    level(requested)  # validates
+    return max(number for number in applicable_levels(device) if number <= requested)
 
 
-def describe(level: int) -> str:
-    return MEMORY_LEVELS[level]
+def describe(number: int) -> str:
+    return MEMORY_LEVELS[number]
 
 
-def apply_memory_level(pipe: Any, level: int, device: str) -> Any:
-    """Configure a freshly loaded pipeline for ``level`` on ``device`` and return it."""
-    if level >= 1:
-        pipe.vae.enable_slicing()
-        pipe.vae.enable_tiling()
-    if level == 2:
-        pipe.enable_model_cpu_offload(device=device)
-    elif level == 3:
-        pipe.enable_sequential_cpu_offload(device=device)
-    else:
-        pipe.to(device)
+def apply_memory_level(pipe: Any, number: int, device: str) -> Any:
+    """Configure a freshly loaded pipeline for level ``number`` on ``device`` and return it."""
+    entry = level(number)
+    if entry.vae_tiling:
+        _vae_tiling(pipe)
+    entry.place(pipe, device)
     return pipe

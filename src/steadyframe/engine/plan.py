@@ -77,6 +77,7 @@ class JobPlan:
             "upscale": spec.upscale,
             "interpolate": spec.interpolate,
             "crf": self.crf,
+            "speed": spec.speed,
             "image": Path(spec.image_path).name if spec.image_path else None,
             "video": Path(spec.video_path).name if spec.video_path else None,
         }

@@ -14,18 +14,13 @@ import numpy as np
 import psutil
 import torch
 
+from steadyframe.engine.devices import resolve_device as resolve_device_name
 from steadyframe.errors import InvalidInputError, ModelUnavailableError
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; anything else is parsed by torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise InvalidInputError(f"Unknown device '{device}'.") from exc
-    return resolved
+    """``settings.device`` -> a torch device, by the product's one rule (``engine.devices``)."""
+    return torch.device(resolve_device_name(device))
 
 
 def half_dtype(device: torch.device, *, supports_half: bool, supports_bfloat16: bool) -> torch.dtype:
@@ -72,6 +67,22 @@ def tensor_to_frame(tensor: torch.Tensor) -> np.ndarray:
     """``[1, 3, H, W]`` in ``[0, 1]`` -> ``uint8 [H, W, 3]`` (rounded, clamped) on the CPU."""
     scaled = tensor[0].float().clamp(0.0, 1.0).mul(255.0).round_()
     return scaled.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def frames_to_tensor(frames: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``uint8 [N, H, W, 3]`` -> ``[N, 3, H, W]`` in ``[0, 1]``, channels-last, in ``dtype`` on ``device``.
+
+    The uint8 frames cross to the device as they are (a quarter of float32's bytes) and are
+    converted there once; the permuted view already is the channels-last layout, so no copy."""
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).to(device, non_blocking=True)
+    return tensor.permute(0, 3, 1, 2).to(dtype).div_(255.0)
+
+
+def tensor_to_frames(tensor: torch.Tensor) -> np.ndarray:
+    """``[N, 3, H, W]`` in ``[0, 1]`` -> ``uint8 [N, H, W, 3]``: rounded and clamped on the device,
+    in float32 (fp16 cannot hold every 255·x exactly), and only the uint8 result copied back."""
+    scaled = tensor.float().clamp_(0.0, 1.0).mul_(255.0).round_()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 @dataclass(frozen=True)

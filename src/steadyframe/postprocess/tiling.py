@@ -50,6 +50,17 @@ def axis_origins(length: int, tile: int, overlap: int, align: int = 1) -> list[i
     return [round(i * last / (count - 1)) * align for i in range(count)]
 
 
+def even_tile_side(length: int, target: int, overlap: int, unit: int) -> int:
+    """The tile side for an axis of ``length``: the fewest equal tiles no larger than ``target``
+    that cover it with ``overlap``, each rounded up to a multiple of ``unit`` (even sizes: every
+    tile the same shape, so they batch, and no sliver tile at the end as fixed sides leave)."""
+    if length <= target:
+        return length
+    count = math.ceil((length - overlap) / max(target - overlap, 1))
+    side = math.ceil((length + (count - 1) * overlap) / count)
+    return min(length, side + (-side % unit))
+
+
 def plan_tiles(
     height: int,
     width: int,
@@ -59,12 +70,15 @@ def plan_tiles(
     multiple_of: int = 1,
     overlap: int = DEFAULT_OVERLAP,
     tile: int | None = None,
+    max_side: int = MAX_TILE_SIDE,
+    max_batch: int = MAX_TILES_PER_BATCH,
 ) -> TilePlan:
     """Pick the largest tiles that fit ``budget_bytes`` given ``bytes_per_pixel`` of input.
 
     ``tile`` forces a square tile side, one tile per forward pass (0 = never tile; the overlap
-    shrinks to at most a quarter of it). Otherwise the whole frame is one tile when it fits, else
-    tiles are at least 4×overlap and as many run per pass as the budget allows (at most 8).
+    shrinks to at most a quarter of it). Otherwise the whole frame is one tile when it fits and no
+    side exceeds ``max_side``, else the frame is split evenly into tiles of at most that side
+    (at least 4×overlap), as many per pass as the budget allows (at most ``max_batch``).
     """
     if tile == 0:
         return TilePlan(height, width, overlap, 1)
@@ -74,18 +88,18 @@ def plan_tiles(
         return TilePlan(min(height, side), min(width, side), min(overlap, side // 4), 1)
     min_side = 4 * overlap
     allowed_pixels = max(budget_bytes / max(bytes_per_pixel, 1.0), float(min_side * min_side))
-    if height * width <= allowed_pixels:
+    if height * width <= allowed_pixels and max(height, width) <= max_side:
         return TilePlan(height, width, overlap, 1)
-    side = min(int(math.sqrt(allowed_pixels)), MAX_TILE_SIDE)
-    side = max(side - side % multiple_of, min_side)
-    tile_height = min(height, side)
+    unit = math.lcm(max(multiple_of, 1), 2)
+    side = max(min(int(math.sqrt(allowed_pixels)), max_side), min_side)
+    tile_height = even_tile_side(height, side, overlap, unit)
     # a tile that spans the whole height can be wider within the same budget
-    widest = min(int(allowed_pixels // tile_height), MAX_TILE_SIDE)
-    tile_width = min(width, max(side, widest - widest % multiple_of))
+    wide = min(int(allowed_pixels // tile_height), max_side) if tile_height == height else side
+    tile_width = even_tile_side(width, max(side, wide), overlap, unit)
     count = len(axis_origins(height, tile_height, overlap)) * len(axis_origins(width, tile_width, overlap))
     # several tiles per pass where memory allows, but never more pixels than the frame itself
     fits = min(allowed_pixels, float(height * width)) // (tile_height * tile_width)
-    batch = int(max(1, min(fits, count, MAX_TILES_PER_BATCH)))
+    batch = int(max(1, min(fits, count, max_batch)))
     return TilePlan(tile_height, tile_width, overlap, batch)
 
 

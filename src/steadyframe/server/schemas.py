@@ -90,6 +90,7 @@ class ResultView(BaseModel):
     timings: dict[str, float] = Field(
         default_factory=dict, description="seconds per stage; worker_start when the job had to start a worker"
     )
+    speed: dict[str, Any] | None = Field(None, description="what ran: speed, cache and its knobs, attention kernel")
 
 
 class ErrorView(BaseModel):

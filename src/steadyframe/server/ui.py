@@ -113,6 +113,10 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
                             with gr.Row():
                                 upscale = gr.Radio(list(ALLOWED_FACTORS), value=1, label="Upscale factor")
                                 interpolate = gr.Radio(list(ALLOWED_FACTORS), value=1, label="Frame interpolation factor")
+                            speed = gr.Radio(
+                                ["exact", "fast", "fastest"], value="exact", elem_id="speed",
+                                label="Speed (exact = bit-exact with diffusers; fast/fastest cache steps)",
+                            )  # fmt: skip
                             fault = gr.Textbox(
                                 label="Fault injection (tests only, JSON)", visible=settings.fault_injection,
                                 placeholder='{"stage": "denoise", "kind": "error", "at_step": 1}', elem_id="fault",
@@ -142,7 +146,7 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
                 system_refresh = gr.Button("Refresh", elem_id="system-refresh")
 
         outputs = [job_id, status, video_out, mp4_btn, gif_btn, seed_used]
-        options = [prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault]
+        options = [prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault, speed]
         # The job store is the queue: Gradio must not serialise these waits behind each other.
         t2v_btn.click(handlers.generate_t2v, options, outputs, api_name="generate_t2v", concurrency_limit=None)
         i2v_btn.click(

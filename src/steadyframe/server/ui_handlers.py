@@ -166,6 +166,7 @@ def build_request(
     interpolate: Any,
     fault_json: str | None,
     *,
+    speed: str | None = None,
     strength: float | None = None,
     image_upload: str | None = None,
     video_upload: str | None = None,
@@ -183,6 +184,7 @@ def build_request(
         "num_frames": None if _none_if_blank(frames) is None or int(frames) <= 0 else int(frames),
         "upscale": int(upscale or 1),
         "interpolate": int(interpolate or 1),
+        "speed": speed or "exact",
         "strength": strength if mode == "v2v" else None,
         "image_upload": image_upload,
         "video_upload": video_upload,
@@ -289,37 +291,38 @@ class UIHandlers:
 
     async def generate_t2v(
         self, prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault,
-        progress: gr.Progress = gr.Progress(),
+        speed="exact", progress: gr.Progress = gr.Progress(),
     ) -> AsyncIterator[tuple[Any, ...]]:  # fmt: skip
         """Text to video: queue the job and stream its progress and result."""
         request = build_request(
-            "t2v", prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault
-        )
+            "t2v", prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault,
+            speed=speed,
+        )  # fmt: skip
         async for update in self._run(request, progress):
             yield update
 
     async def generate_i2v(
         self, image, prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault,
-        progress: gr.Progress = gr.Progress(),
+        speed="exact", progress: gr.Progress = gr.Progress(),
     ) -> AsyncIterator[tuple[Any, ...]]:  # fmt: skip
         """Image to video: upload the image, queue the job, stream its progress and result."""
         upload_id = await run_in_threadpool(self._upload, image, "image")
         request = build_request(
             "i2v", prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault,
-            image_upload=upload_id,
+            speed=speed, image_upload=upload_id,
         )  # fmt: skip
         async for update in self._run(request, progress):
             yield update
 
     async def generate_v2v(
         self, video, strength, prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate,
-        fault, progress: gr.Progress = gr.Progress(),
+        fault, speed="exact", progress: gr.Progress = gr.Progress(),
     ) -> AsyncIterator[tuple[Any, ...]]:  # fmt: skip
         """Video to video: upload the video, queue the job, stream its progress and result."""
         upload_id = await run_in_threadpool(self._upload, video, "video")
         request = build_request(
             "v2v", prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault,
-            strength=strength, video_upload=upload_id,
+            speed=speed, strength=strength, video_upload=upload_id,
         )  # fmt: skip
         async for update in self._run(request, progress):
             yield update

@@ -67,6 +67,7 @@ def job_view(
             resumed_from=data.get("resumed_from"),
             stage_recoveries=dict(data.get("stage_recoveries") or {}),
             timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
+            speed=data.get("speed") or None,
         )
     error = None
     if record.error is not None:

@@ -127,12 +127,18 @@ def _load_runner(path: str, preload: tuple[str, ...]) -> Callable[..., Any]:
 
 
 def resolve_device(settings: Settings) -> str:
-    """The torch device this worker runs on ("cpu", "cuda", "cuda:N")."""
-    import torch
+    """The torch device this worker runs on ("cpu", "cuda", "cuda:N", "mps"), by the one rule in
+    ``engine.devices``. A device this machine lacks is logged and the worker sizes its memory as
+    for the CPU; every job then fails with the resolver's own message."""
+    from steadyframe.engine.devices import resolve_device as resolve_device_name
 
-    if settings.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return settings.device
+    problem = None
+    try:
+        return resolve_device_name(settings.device)
+    except InvalidInputError as exc:
+        problem = exc.message
+    log.error("device %r is unusable: %s", settings.device, problem)
+    return "cpu"
 
 
 def _memory_budget_mb(settings: Settings, device: str) -> float:
