@@ -101,6 +101,9 @@ def main() -> None:
         hub.add_repo(REPO, make_repo(work, args.mb))
         os.environ["HF_ENDPOINT"] = hub.url
         from huggingface_hub import constants
+        from huggingface_hub.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # its "trying to resume" warnings during the cut are expected
 
         constants.ENDPOINT = hub.url  # this process imported huggingface_hub before HF_ENDPOINT was set
         constants.HUGGINGFACE_CO_URL_TEMPLATE = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
