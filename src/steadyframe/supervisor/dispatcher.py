@@ -524,6 +524,7 @@ class Dispatcher:
                 error_id=message.error_id,
                 stage=message.stage,
                 traceback=message.traceback,
+                memory_profile=message.memory_profile,
             )
             self.store.finish_failed(message.job_id, error)
             self._log_job_error(worker, job.id, error, f"job failed: {message.message}")
