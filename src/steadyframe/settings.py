@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     max_memory_level: int = Field(3, ge=0, le=3, description="highest OOM degrade level tried")
     memory_budget_mb: float | None = Field(None, description="RAM/VRAM budget for loaded models; default auto")
 
+    # --- memory timeline ---------------------------------------------------------------
+    history_sample_s: float = Field(2.0, ge=0.1, le=600, description="seconds between memory samples for the timeline")
+    history_keep_hours: float = Field(24.0, gt=0, le=24 * 14, description="how far back the memory timeline reaches")
+
     # --- cluster (Ray) -----------------------------------------------------------------
     ray_address: str | None = Field(
         None, description="HOST:PORT of an existing Ray cluster: run workers as Ray actors there; unset = local processes"
