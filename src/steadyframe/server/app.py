@@ -18,6 +18,8 @@ from steadyframe.logs import get_logger, log_failure
 from steadyframe.server.api import build_api_router
 from steadyframe.server.auth import bearer_guard, ui_login
 from steadyframe.server.context import ServerContext
+from steadyframe.server.history import MemoryHistory
+from steadyframe.server.history_api import build_history_router
 from steadyframe.server.job_service import JobService
 from steadyframe.server.metrics import metrics_registry, render_metrics
 from steadyframe.server.ui import UI_PATH, OutputStaging, build_ui, ui_css
@@ -51,16 +53,23 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
         dispatcher = Dispatcher(settings, store)
     uploads = UploadStore(settings)
     staging = OutputStaging()
+    history = MemoryHistory(
+        interval_s=settings.history_sample_s, keep_s=settings.history_keep_hours * 3600, workers=dispatcher, store=store
+    )
+    if hasattr(dispatcher, "subscribe"):  # before the dispatcher starts: the first worker start is on the timeline
+        dispatcher.subscribe(history.on_event)
     ctx = ServerContext(
         settings=settings,
         store=store,
         uploads=uploads,
         jobs=JobService(settings, store, uploads, dispatcher),
         dispatcher=dispatcher,
+        history=history,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        history.start()
         if owns_dispatcher:
             await run_in_threadpool(dispatcher.start)
         try:
@@ -68,6 +77,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
         finally:
             if owns_dispatcher:
                 await run_in_threadpool(dispatcher.stop)
+            history.stop()
             staging.cleanup()
 
     app = FastAPI(
@@ -80,6 +90,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
     app.add_middleware(UploadSizeGuard, path="/v1/uploads", max_bytes=uploads.max_bytes)
     guard = Depends(bearer_guard(settings))
     app.include_router(build_api_router(ctx), dependencies=[guard])
+    app.include_router(build_history_router(history), dependencies=[guard])
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from steadyframe.jobs.base import JobRecord, JobStatus, JobStore
+from steadyframe.server.history import MemoryHistory
 from steadyframe.server.job_service import JobService
 from steadyframe.server.uploads import UploadStore
 from steadyframe.settings import Settings
@@ -23,6 +24,7 @@ class ServerContext:
     dispatcher: (
         Any  # steadyframe.supervisor.Dispatcher (typed loosely: tests may pass a stand-in with the same methods)
     )
+    history: MemoryHistory | None = None  # the memory timeline (server/history.py)
 
     def output_file(self, record: JobRecord, which: str) -> Path | None:
         """The finished job's ``video`` or ``gif`` file, only if it exists inside that job's output folder."""

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from steadyframe.server.profile_views import MemoryProfileView
 from steadyframe.spec import FaultSpec, Mode, PresetName
 
 
@@ -73,6 +74,7 @@ class ResultView(BaseModel):
     duration_s: float
     memory_level: int
     test_noise: bool = False
+    memory_profile: MemoryProfileView | None = Field(None, description="peak RSS/VRAM per stage, level after cleanup")
 
 
 class ErrorView(BaseModel):
@@ -81,6 +83,7 @@ class ErrorView(BaseModel):
     advice: str
     error_id: str
     stage: str | None = None
+    memory_profile: MemoryProfileView | None = Field(None, description="peak RSS/VRAM per stage, level after cleanup")
 
 
 class JobView(BaseModel):

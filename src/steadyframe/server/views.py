@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from steadyframe.jobs.base import JobRecord, JobStatus
+from steadyframe.server.profile_views import memory_profile_view
 from steadyframe.server.schemas import ErrorView, JobView, ProgressView, ResultView
 from steadyframe.server.uploads import UploadStore
 
@@ -38,6 +39,7 @@ def job_view(record: JobRecord, uploads: UploadStore, *, position: int | None = 
             duration_s=float(data["duration_s"]),
             memory_level=int(data.get("memory_level", 0)),
             test_noise=bool(data.get("test_noise", False)),
+            memory_profile=memory_profile_view(data.get("memory_profile")),
         )
     error = None
     if record.error is not None:
@@ -47,6 +49,7 @@ def job_view(record: JobRecord, uploads: UploadStore, *, position: int | None = 
             advice=record.error.advice,
             error_id=record.error.error_id,
             stage=record.error.stage,
+            memory_profile=memory_profile_view(record.error.memory_profile),
         )
     return JobView(
         id=record.id,
