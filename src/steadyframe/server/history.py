@@ -52,6 +52,7 @@ class WorkerSample:
     rss_mb: float | None  # None while the worker has no live process (starting, restarting)
     vram_allocated_mb: float | None
     vram_reserved_mb: float | None
+    baseline_rss_mb: float | None = None  # its RSS when empty, measured after its imports
 
 
 def _peak(a: float | None, b: float | None) -> float | None:
@@ -340,6 +341,7 @@ class MemoryHistory:
                     rss_mb=round(info.rss_mb, 1) if alive else None,
                     vram_allocated_mb=round(info.vram_allocated_mb, 1) if alive else None,
                     vram_reserved_mb=round(info.vram_reserved_mb, 1) if alive else None,
+                    baseline_rss_mb=round(getattr(info, "baseline_rss_mb", 0.0), 1) if alive else None,
                 )
             )
         sample = Sample(
@@ -400,6 +402,10 @@ class MemoryHistory:
                 self._stopping.wait(gap)
 
     # --- reading -------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The history's clock (unix seconds)."""
+        return self._clock()
 
     def snapshot(self, since: float | None = None) -> HistorySnapshot:
         """Everything kept at or after ``since`` (unix seconds; None = all), oldest first."""

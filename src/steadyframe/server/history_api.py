@@ -20,6 +20,7 @@ class WorkerSampleView(BaseModel):
     rss_mb: float | None = Field(description="None while the worker has no live process")
     vram_allocated_mb: float | None
     vram_reserved_mb: float | None
+    baseline_rss_mb: float | None = Field(None, description="the worker's RSS when empty (after its imports)")
 
 
 class SampleView(BaseModel):

@@ -13,6 +13,7 @@ from steadyframe.families import FAMILIES
 from steadyframe.presets import PRESETS
 from steadyframe.server.context import ServerContext
 from steadyframe.server.ui_handlers import DEFAULT_MODEL, OutputStaging, UIHandlers
+from steadyframe.server.ui_memory import MEMORY_CSS, MemoryTimeline, open_linked_job
 
 UI_PATH = "/ui"
 HISTORY_COLUMNS = ["job id", "mode", "status", "stage", "prompt", "created", "error id"]
@@ -39,7 +40,7 @@ def ui_css() -> str:
     #job-status .sf-error { border-color: #dc2626; background: rgba(220, 38, 38, 0.08); }
     #job-status .sf-error-id { font-family: monospace; }
     #job-status .sf-muted { opacity: 0.75; font-size: 0.9em; }
-    """
+    """ + MEMORY_CSS
 
 
 def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
@@ -56,7 +57,7 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
         job_id = gr.State(None)
         my_jobs = gr.BrowserState([], storage_key="steadyframe-my-jobs")  # survives a page reload
         with gr.Tabs(selected="generate") as main_tabs:
-            with gr.Tab("Generate", id="generate"):
+            with gr.Tab("Generate", id="generate") as generate_tab:
                 with gr.Row():
                     with gr.Column(scale=1):
                         prompt = gr.Textbox(
@@ -134,6 +135,8 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
                 process_table = gr.Dataframe(headers=PROCESS_COLUMNS, interactive=False, elem_id="process-table")
                 models_json = gr.JSON(label="Models")
                 system_refresh = gr.Button("Refresh", elem_id="system-refresh")
+                timeline = MemoryTimeline(ctx)
+                timeline.build()
 
         outputs = [job_id, status, video_out, mp4_btn, gif_btn, seed_used]
         options = [prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault]
@@ -165,4 +168,6 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
         # freshly opened Options accordion made Gradio re-render it and drop the typed value.
         history_tab.select(handlers.history, history_inputs, [history_table, picked], api_name=False)
         system_tab.select(handlers.system, None, [process_table, system_summary, models_json], api_name=False)
+        timeline.wire(system_tab, other_tabs=[generate_tab, history_tab])
+        demo.load(open_linked_job(handlers.follow, len(outputs)), None, outputs, api_name=False)  # ?job=ID links
     return demo
