@@ -98,10 +98,16 @@ def test_system_tab_charts_memory_with_job_and_failure_markers_linking_to_the_jo
 
     link = page.locator(f"#memory-failures a[href*='job={failed['id']}']")
     expect(link).to_be_visible()
-    expect(page.locator("#memory-timeline a[href*='job=']").first).to_be_attached()  # the chart's own label links too
-    link.click()
-    page.wait_for_url(f"**/ui/?job={failed['id']}", timeout=30_000)
-    panel = page.locator("#job-status")
+    chart_links = page.evaluate(
+        "() => [...document.querySelectorAll('#memory-timeline .annotation a')]"
+        ".map(a => a.getAttribute('href') || a.getAttribute('xlink:href'))"
+    )
+    assert f"?job={failed['id']}" in chart_links, chart_links  # the chart's own failure label links there too
+    with page.context.expect_page() as opened:  # Gradio opens Markdown links in a new tab
+        link.click()
+    job_page = opened.value
+    job_page.wait_for_url(f"**/ui/?job={failed['id']}", timeout=30_000)
+    panel = job_page.locator("#job-status")
     expect(panel).to_contain_text(error["error_id"], timeout=JOB_MS)
     expect(panel.locator(".sf-memory-table")).to_contain_text("decode")
 
