@@ -339,7 +339,7 @@ class MemoryTimeline:
     def wire(self, system_tab: gr.Tab, other_tabs: list[gr.Tab]) -> None:
         """Live while the System tab is open: drawn on select, refreshed by the timer, paused elsewhere."""
         outputs = [self.plot, self.failures, self.drawn]
-        system_tab.select(self.render, [self.window], outputs, api_name="memory_timeline").then(
+        system_tab.select(self.render, [self.window], outputs, api_name=False).then(
             lambda: gr.Timer(active=True), None, [self.timer], api_name=False, queue=False
         )
         for tab in other_tabs:
