@@ -98,24 +98,40 @@ def print_profile(job: dict[str, Any]) -> None:
         print(f"after cleanup: {after['rss_mb']:,.0f} MB RSS (empty worker {after['baseline_rss_mb']:,.0f} MB)")
 
 
+# Centres of the chart's points of the traces whose name starts with a prefix (plotly keeps each
+# trace's data on its SVG group).
+POINTS_OF = """prefix => {
+    const centres = [];
+    for (const trace of document.querySelectorAll('#memory-timeline .scatterlayer .trace')) {
+        const data = trace.__data__ && trace.__data__[0] && trace.__data__[0].trace;
+        if (!data || !String(data.name).startsWith(prefix)) continue;
+        for (const point of trace.querySelectorAll('.point')) {
+            const box = point.getBoundingClientRect();
+            if (box.width > 0 || box.height > 0) centres.push([box.x + box.width / 2, box.y + box.height / 2]);
+        }
+    }
+    return centres;
+}"""
+
+
 def screenshot(url: str, out: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 1400})
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
         page.goto(f"{url}/ui/")
         page.get_by_role("tab", name="System").click()
         page.locator("#memory-window").get_by_text("5 min", exact=True).click()
-        failure = page.locator("#memory-timeline .scatterlayer .trace:last-child .point").last
-        expect(failure).to_be_visible(timeout=60_000)
-        page.wait_for_timeout(1500)  # let the chart settle after its refresh
-        page.screenshot(path=str(out) + ".page.png", full_page=True)
-        try:
-            failure.hover(force=True)
-        except Exception as exc:
-            print("hover failed", exc)
-        page.wait_for_timeout(500)
+        page.wait_for_function(f"({POINTS_OF})('failure').length > 0", timeout=60_000)
+        page.wait_for_timeout(1500)  # the chart settles after the window change
+        for _ in range(20):  # hover the failure until its label shows (a redraw drops a label)
+            x, y = page.evaluate(POINTS_OF, "failure")[-1]
+            page.mouse.move(x, y)
+            page.wait_for_timeout(300)
+            if "error id" in (page.locator("#memory-timeline .hoverlayer").text_content() or ""):
+                break
+            page.mouse.move(5, 5)
         page.locator("#memory-timeline").screenshot(path=str(out), animations="disabled")
         browser.close()
 
