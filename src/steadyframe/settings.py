@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     fast_attention: bool = Field(
         True, description="fast/fastest jobs use SageAttention or FlashAttention when installed (CUDA, fp16/bf16)"
     )
+    # --- memory timeline ---------------------------------------------------------------
+    history_sample_s: float = Field(2.0, ge=0.1, le=600, description="seconds between memory samples for the timeline")
+    history_keep_hours: float = Field(24.0, gt=0, le=24 * 14, description="how far back the memory timeline reaches")
 
     # --- cluster (Ray) -----------------------------------------------------------------
     ray_address: str | None = Field(

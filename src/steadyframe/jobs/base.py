@@ -32,6 +32,7 @@ class JobError:
     error_id: str
     stage: str | None = None
     traceback: str | None = None  # kept for the log and the store; never sent to users
+    memory_profile: dict[str, Any] | None = None  # the worker's per-stage peaks (worker.profile), when it reported one
 
 
 @dataclass

@@ -22,6 +22,8 @@ from steadyframe.server.api import build_api_router
 from steadyframe.server import data_lock
 from steadyframe.server.auth import bind_warnings, ui_login
 from steadyframe.server.context import ServerContext
+from steadyframe.server.history import MemoryHistory
+from steadyframe.server.history_api import build_history_router
 from steadyframe.server.job_service import JobService
 from steadyframe.server.metrics import metrics_registry, render_metrics
 from steadyframe.server.models_api import build_models_router
@@ -68,6 +70,11 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
     uploads = UploadStore(settings)
     staging = OutputStaging()
     pulls = PullManager(settings, store, wake=dispatcher.wake)
+    history = MemoryHistory(
+        interval_s=settings.history_sample_s, keep_s=settings.history_keep_hours * 3600, workers=dispatcher, store=store
+    )
+    if hasattr(dispatcher, "subscribe"):  # before the dispatcher starts: the first worker start is on the timeline
+        dispatcher.subscribe(history.on_event)
     ctx = ServerContext(
         settings=settings,
         store=store,
@@ -76,10 +83,12 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
         dispatcher=dispatcher,
         warnings=warnings,
         pulls=pulls,
+        history=history,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        history.start()
         if owns_dispatcher:
             await run_in_threadpool(dispatcher.start)
         await run_in_threadpool(pulls.resume)  # interrupted pulls continue from the bytes on disk
@@ -89,6 +98,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
             await run_in_threadpool(pulls.stop)
             if owns_dispatcher:
                 await run_in_threadpool(dispatcher.stop)
+            history.stop()
             staging.cleanup()
             if owns_store:
                 store.close()
@@ -106,6 +116,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, dispatcher:
     app.add_middleware(RequestGuard, settings=settings)
     app.include_router(build_api_router(ctx))
     app.include_router(build_models_router(ctx))
+    app.include_router(build_history_router(history))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

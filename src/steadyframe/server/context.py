@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from steadyframe.jobs.base import JobRecord, JobStatus, JobStore
+from steadyframe.server.history import MemoryHistory
 from steadyframe.server.job_service import JobService
 from steadyframe.server.pulls import PullManager
 from steadyframe.server.uploads import UploadStore
@@ -26,6 +27,7 @@ class ServerContext:
     )
     warnings: list[str] = field(default_factory=list)  # shown in /v1/system: exposure, damaged state
     pulls: PullManager | None = None
+    history: MemoryHistory | None = None  # the memory timeline (server/history.py)
 
     def output_file(self, record: JobRecord, which: str) -> Path | None:
         """The finished job's ``video`` or ``gif`` file, only if it exists inside that job's output folder."""

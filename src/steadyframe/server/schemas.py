@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
+from steadyframe.server.profile_views import MemoryProfileView
 from steadyframe.spec import JobSpec
 
 
@@ -91,6 +92,7 @@ class ResultView(BaseModel):
         default_factory=dict, description="seconds per stage; worker_start when the job had to start a worker"
     )
     speed: dict[str, Any] | None = Field(None, description="what ran: speed, cache and its knobs, attention kernel")
+    memory_profile: MemoryProfileView | None = Field(None, description="peak RSS/VRAM per stage, level after cleanup")
 
 
 class ErrorView(BaseModel):
@@ -99,6 +101,7 @@ class ErrorView(BaseModel):
     advice: str
     error_id: str
     stage: str | None = None
+    memory_profile: MemoryProfileView | None = Field(None, description="peak RSS/VRAM per stage, level after cleanup")
 
 
 class JobView(BaseModel):

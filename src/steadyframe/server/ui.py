@@ -15,6 +15,7 @@ from steadyframe.presets import PRESETS
 from steadyframe.server.context import ServerContext
 from steadyframe.server.ui_handlers import DEFAULT_MODEL, OutputStaging, UIHandlers
 from steadyframe.server.ui_models import build_models_tab
+from steadyframe.server.ui_memory import MEMORY_CSS, MemoryTimeline, open_linked_job
 
 UI_PATH = "/ui"
 HISTORY_COLUMNS = ["job id", "mode", "status", "stage", "prompt", "created", "error id"]
@@ -44,7 +45,7 @@ def ui_css() -> str:
     #models-progress .sf-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px 12px; }
     #models-progress .sf-bar { height: 8px; background: var(--neutral-200); border-radius: 4px; overflow: hidden; margin-top: 6px; }
     #models-progress .sf-bar > div { height: 100%; background: var(--color-accent); }
-    """
+    """ + MEMORY_CSS
 
 
 def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
@@ -61,7 +62,7 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
         job_id = gr.State(None)
         my_jobs = gr.BrowserState([], storage_key="steadyframe-my-jobs")  # survives a page reload
         with gr.Tabs(selected="generate") as main_tabs:
-            with gr.Tab("Generate", id="generate"):
+            with gr.Tab("Generate", id="generate") as generate_tab:
                 with gr.Row():
                     with gr.Column(scale=1):
                         prompt = gr.Textbox(
@@ -144,6 +145,8 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
                 process_table = gr.Dataframe(headers=PROCESS_COLUMNS, interactive=False, elem_id="process-table")
                 models_json = gr.JSON(label="Models")
                 system_refresh = gr.Button("Refresh", elem_id="system-refresh")
+                timeline = MemoryTimeline(ctx)
+                timeline.build()
 
         outputs = [job_id, status, video_out, mp4_btn, gif_btn, seed_used]
         options = [prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault, speed]
@@ -175,4 +178,6 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
         # freshly opened Options accordion made Gradio re-render it and drop the typed value.
         history_tab.select(handlers.history, history_inputs, [history_table, picked], api_name=False)
         system_tab.select(handlers.system, None, [process_table, system_summary, models_json], api_name=False)
+        timeline.wire(system_tab, other_tabs=[generate_tab, history_tab])
+        demo.load(open_linked_job(handlers.follow, len(outputs)), None, outputs, api_name=False)  # ?job=ID links
     return demo

@@ -29,6 +29,7 @@ from steadyframe.server.job_service import IdempotencyConflict, JobRejected, Que
 from steadyframe.server.prompt_enhance import PromptEnhanceError, enhance_prompt
 from steadyframe.server.schemas import JobCreate
 from steadyframe.server.system_info import server_process, swap_and_ram_mb, worker_processes
+from steadyframe.server.ui_memory import profile_html
 from steadyframe.server.uploads import UnsupportedMediaType, UploadTooLarge
 from steadyframe.stages import stage_words
 from steadyframe.server.views import waiting_view
@@ -137,12 +138,14 @@ def status_card(record: JobRecord, ctx: ServerContext, position: int | None = No
             lines.append(
                 "<div class='sf-muted'>Built-in tiny model: this output is test noise, not a real video.</div>"
             )
+        lines.append(profile_html(result.get("memory_profile")))
     elif status == JobStatus.FAILED and record.error:
         error = record.error
         css += " sf-error"
         lines.append(f"<div class='sf-error-message'>{_esc(error.message)}</div>")
         lines.append(f"<div class='sf-error-advice'>{_esc(error.advice)}</div>")
         lines.append(f"<div class='sf-muted'>Error id <span class='sf-error-id'>{_esc(error.error_id)}</span></div>")
+        lines.append(profile_html(error.memory_profile))
     elif status == JobStatus.CANCELLED:
         lines.append("<div class='sf-cancelled'>Cancelled.</div>")
     return f"<div class='{css}'>" + "".join(lines) + "</div>"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from steadyframe.jobs.base import JobRecord, JobStatus
+from steadyframe.server.profile_views import memory_profile_view
 from steadyframe.server.pulls import PullManager
 from steadyframe.server.schemas import DownloadView, ErrorView, JobView, ProgressView, ResultView, WaitingView
 from steadyframe.server.uploads import UploadStore
@@ -68,6 +69,7 @@ def job_view(
             stage_recoveries=dict(data.get("stage_recoveries") or {}),
             timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
             speed=data.get("speed") or None,
+            memory_profile=memory_profile_view(data.get("memory_profile")),
         )
     error = None
     if record.error is not None:
@@ -77,6 +79,7 @@ def job_view(
             advice=record.error.advice,
             error_id=record.error.error_id,
             stage=record.error.stage,
+            memory_profile=memory_profile_view(record.error.memory_profile),
         )
     return JobView(
         id=record.id,

@@ -567,6 +567,7 @@ class Dispatcher:
                 error_id=message.error_id,
                 stage=message.stage,
                 traceback=message.traceback,
+                memory_profile=message.memory_profile,
             )
             # Logged before the store shows the job failed: whoever reads the error id finds its traceback.
             self._log_job_error(worker, job.id, error, f"job failed: {message.message}")

@@ -1,4 +1,4 @@
-"""The hooks a worker hands the engine: progress out, cancel in, injected faults, stage timings."""
+"""The hooks a worker hands the engine: progress out, cancel in, injected faults, stage timings and peaks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from steadyframe.errors import JobCancelled
 from steadyframe.stages import Stage
 from steadyframe.worker.faults import FaultInjector
 from steadyframe.worker.messages import Progress
+from steadyframe.worker.profile import StageProfiler
 
 # Post-stage frames can be many and fast: at most this many progress messages a second per stage.
 _MAX_PROGRESS_PER_S = 10.0
@@ -29,12 +30,14 @@ class WorkerHooks:
         cancel: threading.Event,
         injector: FaultInjector,
         clock: Callable[[], float] = time.monotonic,
+        profiler: StageProfiler | None = None,
     ) -> None:
         self.job_id = job_id
         self._send = send
         self._cancel = cancel
         self._injector = injector
         self._clock = clock
+        self._profiler = profiler  # peak memory per stage, when the worker measures it
         self.stage: Stage | None = None
         self._stage_started = 0.0
         self._last_sent = 0.0
@@ -48,6 +51,8 @@ class WorkerHooks:
         if self.stage is not None:
             spent = self._clock() - self._stage_started
             self.stage_seconds[self.stage.value] = self.stage_seconds.get(self.stage.value, 0.0) + spent
+        if self._profiler is not None:
+            self._profiler.end()
 
     def finish(self) -> None:
         """Record the time of the last stage (call once the engine returned or raised)."""
@@ -58,6 +63,8 @@ class WorkerHooks:
         self._close_stage()
         self.stage = Stage(stage)
         self._stage_started = self._clock()
+        if self._profiler is not None:
+            self._profiler.begin(self.stage.value)  # before the fault point: its ballast counts
         self._check_cancel()
         self._send(Progress(self.job_id, self.stage.value, 0, total or 0))
         self._last_sent = self._clock()
@@ -69,5 +76,7 @@ class WorkerHooks:
         if step >= total or now - self._last_sent >= 1.0 / _MAX_PROGRESS_PER_S or stage == Stage.DENOISE:
             self._send(Progress(self.job_id, stage.value, step, total))
             self._last_sent = now
+        if self._profiler is not None:
+            self._profiler.observe()
         self._injector.at_step(stage, step)
         self._check_cancel()

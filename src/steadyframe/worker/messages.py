@@ -98,6 +98,7 @@ class JobFailed:
     memory: MemoryFigures
     recycle: bool = False  # the worker is unsafe to reuse (sticky device error)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    memory_profile: dict[str, Any] | None = None  # worker.profile.MemoryProfile.to_dict()
 
 
 FromWorker = Ready | Heartbeat | Progress | JobDone | JobFailed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import faulthandler
 import importlib
+import json
 import os
 import platform
 import queue
@@ -44,6 +45,7 @@ from steadyframe.worker.messages import (
     Shutdown,
 )
 from steadyframe.worker.models import ModelManager
+from steadyframe.worker.profile import StageProfiler
 
 HEARTBEAT_S = 1.0
 EXIT_PARENT_GONE = 3
@@ -289,13 +291,15 @@ class Worker:
         # start where jobs of this shape last succeeded (the store learned it), not at level 0 again
         level = max([lv for lv in self.levels if lv <= job.start_level] or self.levels[:1])
         first_level = level
+        profiler = StageProfiler()  # one profile for the job, across its ladder levels
         while True:
             failure: _Failure | None = None
             hooks: WorkerHooks | None = None
+            profiler.memory_level = level
             try:
                 spec = self._parse(job.spec)
                 injector = FaultInjector(spec.fault, memory_level=level, device=self.device, attempt=job.attempt)
-                hooks = WorkerHooks(job.job_id, self.channel.send, self.cancel, injector)
+                hooks = WorkerHooks(job.job_id, self.channel.send, self.cancel, injector, profiler=profiler)
                 result = self.runner(spec, self.settings, out_dir, hooks=hooks, models=self.models, memory_level=level)
                 hooks.finish()
             except Exception as exc:  # every failure becomes text here; ``exc`` dies with this block
@@ -311,10 +315,13 @@ class Worker:
                     log.info("job recovered from out-of-memory by %s", describe_level(level), extra={"job_id": job.job_id})
                 self.models.after_job()
                 self.models.cleanup()
-                data = result.to_dict()
+                figures = self.figures()
+                outcome = result.to_dict()
                 if first_level:
-                    data["learned_start_level"] = first_level  # began there: jobs of this shape needed it
-                return JobDone(job.job_id, data, self.figures(), stage_seconds)
+                    outcome["learned_start_level"] = first_level  # began there: jobs of this shape needed it
+                outcome["memory_profile"] = profiler.after_cleanup(figures)
+                _add_to_sidecar(outcome.get("sidecar_path"), "memory_profile", outcome["memory_profile"])
+                return JobDone(job.job_id, outcome, figures, stage_seconds)
             # Failure: give memory back, then decide (the exception is gone now). Only failures that
             # may have left a model in a bad state or memory short forget the loaded models.
             result = None
@@ -348,6 +355,7 @@ class Worker:
                     traceback=failure.traceback,
                     worker_id=self.worker_id,
                 )
+            figures = self.figures()
             return JobFailed(
                 job_id=job.job_id,
                 kind=failure.kind,
@@ -356,9 +364,10 @@ class Worker:
                 error_id=failure.error_id,
                 stage=failure.stage,
                 traceback=failure.traceback,
-                memory=self.figures(),
+                memory=figures,
                 recycle=failure.sticky,
                 stage_seconds=stage_seconds,
+                memory_profile=profiler.after_cleanup(figures),
             )
 
     def _parse(self, raw: dict[str, Any]) -> Any:
@@ -376,6 +385,20 @@ class Worker:
         if spec.fault is not None and not self.settings.fault_injection:
             raise InvalidInputError("This server does not accept injected faults (fault injection is off).")
         return spec
+
+
+def _add_to_sidecar(path: str | None, key: str, value: Any) -> None:
+    """Add ``key`` to a finished job's ``result.json`` (measured after the engine wrote it)."""
+    if not path or not Path(path).is_file():
+        return
+    from steadyframe.video_io import write_sidecar
+
+    try:
+        data = json.loads(Path(path).read_text())
+        data[key] = value
+        write_sidecar(data, Path(path))
+    except (OSError, ValueError):
+        log.warning("could not add %s to the sidecar %s", key, path, exc_info=True)
 
 
 def start_worker(

@@ -1,0 +1,132 @@
+"""The memory timeline and a job's memory profile in a real browser (Debian Chromium through Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+if TYPE_CHECKING:
+    from conftest import LiveServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run",
+]  # fmt: skip
+JOB_MS = 60_000
+# Centres of the drawn points of the chart's traces whose name starts with a prefix (plotly keeps
+# each trace's data on its SVG group, so a marker is found by what it means, not by its position).
+POINTS_OF = """prefix => {
+    const centres = [];
+    for (const trace of document.querySelectorAll('#memory-timeline .scatterlayer .trace')) {
+        const data = trace.__data__ && trace.__data__[0] && trace.__data__[0].trace;
+        if (!data || !String(data.name).startsWith(prefix)) continue;
+        for (const point of trace.querySelectorAll('.point')) {
+            const box = point.getBoundingClientRect();
+            if (box.width > 0 || box.height > 0) centres.push([box.x + box.width / 2, box.y + box.height / 2]);
+        }
+    }
+    return centres;
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Chromium is missing: run `make system-test-deps` (Debian package chromium)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
+    opened = context.new_page()
+    opened.goto(f"{live_server.url}/ui/")
+    expect(opened.locator("#generate-t2v")).to_be_visible(timeout=60_000)
+    yield opened
+    context.close()
+
+
+def _points(page: Page, prefix: str) -> list[list[float]]:
+    return page.evaluate(POINTS_OF, prefix)
+
+
+def _hover_text(page: Page, prefix: str, wanted: str, timeout_ms: int = 20_000) -> str:
+    """Hover the newest marker of ``prefix`` until its label holds ``wanted`` (a redraw drops a label)."""
+    waited = 0
+    text = ""
+    while waited < timeout_ms:
+        points = _points(page, prefix)
+        if points:
+            page.mouse.move(*points[-1])
+            page.wait_for_timeout(200)
+            text = page.locator("#memory-timeline .hoverlayer").text_content() or ""
+            if wanted in text:
+                return text
+            page.mouse.move(5, 5)
+        page.wait_for_timeout(300)
+        waited += 500
+    raise AssertionError(f"hovering {prefix!r} never showed {wanted!r}; last label: {text!r}")
+
+
+def test_system_tab_charts_memory_with_job_and_failure_markers_linking_to_the_job(
+    page: Page, live_server: LiveServer
+) -> None:
+    live_server.wait_for(live_server.submit(prompt="a red kite over hills", steps=2))
+    failed = live_server.wait_for(
+        live_server.submit(prompt="fails while decoding", steps=2, fault={"stage": "decode", "kind": "error"})
+    )
+    error = failed["error"]
+    page.get_by_role("tab", name="System").click()
+    page.wait_for_function(f"({POINTS_OF})('failure').length > 0", timeout=JOB_MS)
+    assert len(_points(page, "job started")) >= 2 and _points(page, "job succeeded") and _points(page, "stage")
+    assert page.locator("#memory-timeline .scatterlayer .trace .js-line").count() >= 2  # server and worker lines
+    legend = page.locator("#memory-timeline .legend").text_content() or ""
+    assert "server RSS" in legend and "worker w0 RSS" in legend and "stage peak" in legend
+
+    label = _hover_text(page, "failure", error["error_id"])
+    assert error["kind"] in label and failed["id"] in label
+
+    link = page.locator(f"#memory-failures a[href*='job={failed['id']}']")
+    expect(link).to_be_visible()
+    chart_links = page.evaluate(
+        "() => [...document.querySelectorAll('#memory-timeline .annotation a')]"
+        ".map(a => a.getAttribute('href') || a.getAttribute('xlink:href'))"
+    )
+    assert f"?job={failed['id']}" in chart_links, chart_links  # the chart's own failure label links there too
+    with page.context.expect_page() as opened:  # Gradio opens Markdown links in a new tab
+        link.click()
+    job_page = opened.value
+    job_page.wait_for_url(f"**/ui/?job={failed['id']}", timeout=30_000)
+    panel = job_page.locator("#job-status")
+    expect(panel).to_contain_text(error["error_id"], timeout=JOB_MS)
+    expect(panel.locator(".sf-memory-table")).to_contain_text("decode")
+
+
+def test_a_job_panel_shows_its_peak_memory_per_stage_and_the_level_after_cleanup(page: Page, live_server: LiveServer) -> None:
+    page.locator("#prompt textarea").fill("a tram in the snow")
+    page.locator("#generate-t2v").click()
+    panel = page.locator("#job-status")
+    expect(panel).to_contain_text("succeeded", timeout=JOB_MS)
+    job_id = panel.locator(".sf-job-id").inner_text().strip()
+    profile = live_server.wait_for(job_id)["result"]["memory_profile"]
+    table = panel.locator(".sf-memory-table")
+    expect(table).to_be_visible()
+    rows = table.locator("tr")
+    expect(rows).to_have_count(len(profile["stages"]) + 1)  # a header, then a row per stage run
+    for index, stage in enumerate(profile["stages"], start=1):
+        row = rows.nth(index)
+        expect(row).to_contain_text(stage["stage"])
+        expect(row.locator(".sf-peak-rss")).to_have_text(f"{stage['peak_rss_mb']:,.0f} MB")
+    after = profile["after_cleanup"]
+    expect(panel.locator(".sf-after-cleanup")).to_contain_text(f"{after['rss_mb']:,.0f} MB")
+    expect(panel.locator(".sf-after-cleanup")).to_contain_text(f"{after['baseline_rss_mb']:,.0f} MB")
