@@ -211,7 +211,7 @@ def serve(
     settings = load_settings(host=host, port=port, model=model, ray_address=ray_address)
     from steadyframe.server.main import serve
 
-    serve(settings)
+    _guarded(False, lambda: serve(settings))  # a refused bind (no token beyond loopback) is one line, not a traceback
 
 
 def main() -> None:  # pragma: no cover - entry point for `python -m steadyframe.cli`

@@ -61,6 +61,7 @@ class Container:
         docker("volume", "create", self.volume)
         args = [
             "run", "-d", "--name", self.name,
+            "--restart", "unless-stopped",  # as compose.yaml: a server that died would show as a restart
             "--memory", self.memory_limit, "--memory-swap", self.memory_limit,  # no swap: the limit is the limit
             "-p", f"127.0.0.1::{CONTAINER_PORT}",
             "-v", f"{self.volume}:/data",
