@@ -59,6 +59,8 @@ wheelhouse: | $(BIN)/python
 	  nice $(BIN)/python -m pip download -q -d $(WHEELHOUSE) --only-binary=:all: \
 	    $(IMAGE_TORCH_SPEC) "setuptools>=68" wheel . && echo "$$want" > $(WHEELHOUSE)/.filled; fi
 
+# The builder stage stays behind as untagged images: they are the layer cache that makes a rebuild
+# after a code change take seconds (`docker image prune` drops it; the next build is cold again).
 image:
 	mkdir -p $(WHEELHOUSE)
 	@if [ "$(IMAGE_OFFLINE)" = 1 ]; then $(MAKE) --no-print-directory wheelhouse IMAGE_TORCH_SPEC="$(IMAGE_TORCH_SPEC)"; fi
