@@ -16,13 +16,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from steadyframe.errors import ErrorKind
 from steadyframe.jobs.base import JobError, JobStatus, JobStore, memory_shape_key
 from steadyframe.job_files import discard_job_scratch
 from steadyframe.logs import get_logger, log_failure, setup_logging
+from steadyframe.oom_kill import kernel_oom_advice
 from steadyframe.settings import Settings
 from steadyframe.supervisor import events as ev
 from steadyframe.supervisor.pool import ExitCause, PoolEvent, WorkerExited, WorkerPool, WorkerSlot, default_pool
@@ -652,11 +653,16 @@ class Dispatcher:
             self._emit(ev.WorkerRestarting(worker_id=worker.id, reason=planned, delay_s=0.0))
         elif exited.cause == ExitCause.NODE_LOST:
             self._schedule_restart(worker, "node_lost", crashed=False)  # its slot usually goes with the node
+        elif exited.cause == ExitCause.OOM_KILLED:
+            self._schedule_restart(worker, "oom_killed", crashed=True)
         else:
             self._schedule_restart(worker, "crash", crashed=True)
 
     def _job_lost(self, worker: _Worker, job: _Job, exited: WorkerExited) -> None:
         """An unplanned death while running: say what we know, requeue or fail the job."""
+        if exited.cause == ExitCause.OOM_KILLED:
+            self._job_oom_killed(worker, job, exited)
+            return
         detail = f"It {exited.description}."
         if exited.cause == ExitCause.KILLED:
             detail += " The system may have run out of RAM."
@@ -680,6 +686,26 @@ class Dispatcher:
             )
         else:
             self._emit(ev.JobRequeued(worker_id=worker.id, job_id=job.id, attempt=job.attempt + 1, error_id=error.error_id))
+
+    def _job_oom_killed(self, worker: _Worker, job: _Job, exited: WorkerExited) -> None:
+        """The kernel killed the worker for memory: the job fails as out_of_memory, naming the limit.
+
+        Not requeued: at the same memory level it would only be killed again (the ladder's levels
+        move weights from the GPU to the host, which needs more host memory, not less)."""
+        limit = exited.memory_limit or "the memory available to the server"
+        detail = f"The kernel's out-of-memory killer ended its worker at {limit}."
+        report = (
+            f"worker {worker.id} (pid {worker.pid}, {worker.slot.node}) {exited.description} during stage "
+            f"{job.stage}; last memory: {self._memory_words(worker.memory)}"
+        )
+        if exited.last_words:
+            report += "\n" + exited.last_words
+        error = self._supervisor_error(ErrorKind.OUT_OF_MEMORY, job.stage, detail, report)
+        error = replace(error, advice=kernel_oom_advice(limit))
+        self.store.finish_failed(job.id, error)
+        self._log_job_error(worker, job.id, error, "worker killed by the kernel's OOM killer; job failed")
+        self._finished[JobStatus.FAILED.value] += 1
+        self._emit(ev.JobFailed(worker_id=worker.id, job_id=job.id, kind=error.kind, error_id=error.error_id, stage=job.stage))
 
     def _write_ending(self, worker: _Worker, job: _Job, exited: WorkerExited) -> None:
         """Record the end we decided before the kill (timeout, forced cancel), with the stacks it left."""

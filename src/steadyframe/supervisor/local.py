@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 
+from steadyframe import oom_kill
 from steadyframe.logs import get_logger
 from steadyframe.settings import Settings
 from steadyframe.supervisor.pool import ExitCause, PoolEvent, WorkerExited, WorkerPool, WorkerSlot
@@ -51,7 +52,8 @@ def describe_exit(exitcode: int | None, *, killed_by_us: bool = False) -> tuple[
 
 
 class LocalProcessPool(WorkerPool):
-    """Workers as local processes. ``runner`` ("module:function") is what runs a job in them."""
+    """Workers as local processes. ``runner`` ("module:function") is what runs a job in them;
+    ``oom_watch`` reads the kernel's OOM-kill counters (default: this process's cgroup and the system's)."""
 
     def __init__(
         self,
@@ -60,6 +62,7 @@ class LocalProcessPool(WorkerPool):
         *,
         runner: str = DEFAULT_RUNNER,
         preload: tuple[str, ...] | None = None,
+        oom_watch: oom_kill.OomKillWatch | None = None,
     ) -> None:
         self._settings_json = settings.model_dump_json()
         self._logs_dir = settings.logs_dir
@@ -69,6 +72,9 @@ class LocalProcessPool(WorkerPool):
         self._preload = preload if preload is not None else (DEFAULT_PRELOAD if runner == DEFAULT_RUNNER else ())
         self._running: dict[str, _Running] = {}
         self._wake_reader, self._wake_writer = _CTX.Pipe(duplex=False)
+        # Under a memory limit the kernel must kill a worker, never this process; and say so when it does.
+        oom_kill.protect_server()
+        self._oom_watch = oom_watch if oom_watch is not None else oom_kill.OomKillWatch()
 
     def slots(self) -> list[WorkerSlot]:
         return list(self._slots)
@@ -93,6 +99,8 @@ class LocalProcessPool(WorkerPool):
         )
         process.start()
         child_conn.close()  # the child holds its end; closing ours lets EOF reach it when we go
+        if process.pid is not None:
+            oom_kill.expose_worker(process.pid)
         self._running[worker_id] = _Running(process, parent_conn)
         log.info("spawned worker %s (pid %s)", worker_id, process.pid, extra={"worker_id": worker_id})
 
@@ -136,6 +144,11 @@ class LocalProcessPool(WorkerPool):
         last_words = self._last_words(worker_id, running.process.pid)
         if exitcode == 0:
             last_words = None  # a clean exit has nothing to say
+        oom_killed = self._oom_watch.claim()  # asked at every death, so an old kill never explains a new one
+        if oom_killed and exitcode == -signal.SIGKILL and not running.killed:
+            limit = self._oom_watch.limit_words()
+            words = f"was killed by the kernel's out-of-memory killer (SIGKILL) at {limit}"
+            return WorkerExited(ExitCause.OOM_KILLED, words, last_words, memory_limit=limit)
         return WorkerExited(cause, words, last_words)
 
     def _drain(self, worker_id: str, running: _Running) -> list[PoolEvent]:

@@ -38,18 +38,20 @@ class ExitCause(StrEnum):
     CRASHED = "crashed"  # died of a fault of its own: segfault, abort, bus error...
     KILLED = "killed"  # ended from outside: by us (kill), by SIGKILL, by ray.kill
     NODE_LOST = "node_lost"  # its machine left the cluster or stopped answering
-    # issue 14 adds OOM_KILLED = "oom_killed" here (the kernel's OOM killer, seen by the local pool)
+    OOM_KILLED = "oom_killed"  # the kernel's OOM killer ended it (SIGKILL while its OOM-kill count rose)
 
 
 @dataclass(frozen=True)
 class WorkerExited:
     """A worker ended. ``description`` continues "The worker ..." in plain words ("was killed by
     SIGKILL", "crashed with SIGSEGV", "was lost with its node 10.0.0.7"); ``last_words`` holds the
-    Python stacks it wrote as it died or when asked before a kill, when the pool could get them."""
+    Python stacks it wrote as it died or when asked before a kill, when the pool could get them.
+    ``memory_limit`` (with OOM_KILLED) names the limit the kernel enforced, in words for a user."""
 
     cause: ExitCause
     description: str
     last_words: str | None = None
+    memory_limit: str | None = None
 
     def describe(self) -> str:
         return self.description
