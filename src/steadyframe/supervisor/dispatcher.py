@@ -702,8 +702,9 @@ class Dispatcher:
             report += "\n" + exited.last_words
         error = self._supervisor_error(ErrorKind.OUT_OF_MEMORY, job.stage, detail, report)
         error = replace(error, advice=kernel_oom_advice(limit))
-        self.store.finish_failed(job.id, error)
         self._log_job_error(worker, job.id, error, "worker killed by the kernel's OOM killer; job failed")
+        discard_job_scratch(self.settings.outputs_dir, job.id)
+        self.store.finish_failed(job.id, error)
         self._finished[JobStatus.FAILED.value] += 1
         self._emit(ev.JobFailed(worker_id=worker.id, job_id=job.id, kind=error.kind, error_id=error.error_id, stage=job.stage))
 
