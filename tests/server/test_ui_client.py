@@ -114,3 +114,13 @@ def test_system_endpoint_shows_server_and_worker_memory(ui: Client) -> None:
     names = [row[0] for row in rows["data"]]
     assert "server" in names and len(names) >= 2
     assert "Workers ready: yes" in summary
+
+
+def test_a_ui_job_counts_against_its_clients_queue_quota(ui: Client, live_server: LiveServer) -> None:
+    """The UI's jobs are filed under the same client key as the API's (here: the loopback address)."""
+    import sqlite3
+
+    panel, *_ = t2v(ui, "a quota check")
+    with sqlite3.connect(live_server.data_dir / "jobs.sqlite3") as conn:
+        (client,) = conn.execute("SELECT client FROM jobs WHERE id = ?", (job_id_in(panel),)).fetchone()
+    assert client == "addr:127.0.0.1"

@@ -27,6 +27,7 @@ from steadyframe.jobs.base import JobRecord, JobStatus
 from steadyframe.server.context import ServerContext
 from steadyframe.server.job_service import IdempotencyConflict, JobRejected, QueueFull
 from steadyframe.server.prompt_enhance import PromptEnhanceError, enhance_prompt
+from steadyframe.server.guard import client_key
 from steadyframe.server.schemas import JobCreate
 from steadyframe.server.system_info import server_process, swap_and_ram_mb, worker_processes
 from steadyframe.server.ui_memory import profile_html
@@ -205,6 +206,16 @@ def build_request(
         raise gr.Error(_esc(f"{where}: {first['msg']}"), title="Invalid input") from None
 
 
+def ui_client(asker: gr.Request | None) -> str | None:
+    """Who submitted from the UI, as the API counts clients (the guard's verdict on Gradio's request)."""
+    raw = getattr(asker, "request", None)
+    scope = getattr(raw, "scope", None)
+    if isinstance(scope, dict):
+        return client_key(scope)
+    host = getattr(getattr(asker, "client", None), "host", None)
+    return f"addr:{host}" if host else None
+
+
 class UIHandlers:
     """The functions behind the UI's events (each is also a named gradio_client endpoint)."""
 
@@ -225,9 +236,9 @@ class UIHandlers:
         except InvalidInputError as exc:
             raise gr.Error(_esc(f"{exc.message} {exc.advice or ''}".strip()), title="Invalid input") from None
 
-    def _submit(self, request: JobCreate) -> JobRecord:
+    def _submit(self, request: JobCreate, client: str | None = None) -> JobRecord:
         try:
-            record, _ = self.ctx.jobs.submit(request)
+            record, _ = self.ctx.jobs.submit(request, client=client)
         except JobRejected as exc:
             raise gr.Error(_esc(f"{exc.message}. {exc.advice}"), title="Invalid input") from None
         except QueueFull as exc:
@@ -285,8 +296,10 @@ class UIHandlers:
             seed,
         )
 
-    async def _run(self, request: JobCreate, progress: gr.Progress) -> AsyncIterator[tuple[Any, ...]]:
-        record = await run_in_threadpool(self._submit, request)
+    async def _run(
+        self, request: JobCreate, progress: gr.Progress, asker: gr.Request | None
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        record = await run_in_threadpool(self._submit, request, ui_client(asker))
         async for update in self.follow(record.id, progress):
             yield update
 
@@ -294,19 +307,19 @@ class UIHandlers:
 
     async def generate_t2v(
         self, prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault,
-        speed="exact", progress: gr.Progress = gr.Progress(),
+        speed="exact", progress: gr.Progress = gr.Progress(), asker: gr.Request = None,
     ) -> AsyncIterator[tuple[Any, ...]]:  # fmt: skip
         """Text to video: queue the job and stream its progress and result."""
         request = build_request(
             "t2v", prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault,
             speed=speed,
         )  # fmt: skip
-        async for update in self._run(request, progress):
+        async for update in self._run(request, progress, asker):
             yield update
 
     async def generate_i2v(
         self, image, prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault,
-        speed="exact", progress: gr.Progress = gr.Progress(),
+        speed="exact", progress: gr.Progress = gr.Progress(), asker: gr.Request = None,
     ) -> AsyncIterator[tuple[Any, ...]]:  # fmt: skip
         """Image to video: upload the image, queue the job, stream its progress and result."""
         upload_id = await run_in_threadpool(self._upload, image, "image")
@@ -314,12 +327,12 @@ class UIHandlers:
             "i2v", prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault,
             speed=speed, image_upload=upload_id,
         )  # fmt: skip
-        async for update in self._run(request, progress):
+        async for update in self._run(request, progress, asker):
             yield update
 
     async def generate_v2v(
         self, video, strength, prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate,
-        fault, speed="exact", progress: gr.Progress = gr.Progress(),
+        fault, speed="exact", progress: gr.Progress = gr.Progress(), asker: gr.Request = None,
     ) -> AsyncIterator[tuple[Any, ...]]:  # fmt: skip
         """Video to video: upload the video, queue the job, stream its progress and result."""
         upload_id = await run_in_threadpool(self._upload, video, "video")
@@ -327,7 +340,7 @@ class UIHandlers:
             "v2v", prompt, negative, model, preset, seed, steps, guidance, frames, upscale, interpolate, fault,
             speed=speed, strength=strength, video_upload=upload_id,
         )  # fmt: skip
-        async for update in self._run(request, progress):
+        async for update in self._run(request, progress, asker):
             yield update
 
     async def open_job(self, job_id: str, progress: gr.Progress = gr.Progress()) -> AsyncIterator[tuple[Any, ...]]:
