@@ -23,7 +23,7 @@ from steadyframe.families import resolve_model
 from steadyframe.spec import JobSpec
 from steadyframe.worker.ladder import next_level, supported_levels
 
-FP8_MIN_PSNR_DB = 25.0  # fp8 storage vs full precision, same seed, on the tiny model (measured ~36 dB)
+FP8_MIN_PSNR_DB = 25.0  # fp8 storage vs full precision, same seed, on the tiny model
 
 
 @pytest.fixture(scope="module")
