@@ -74,7 +74,8 @@ class JobResult:
     timings: dict[str, float] = field(default_factory=dict)
     resumed_from: str | None = None  # the last stage an earlier attempt finished (its checkpoint)
     stage_recoveries: dict[str, str] = field(default_factory=dict)  # stage -> what got it past an OOM
-    speed: dict[str, Any] = field(default_factory=dict)  # what ran: speed, cache, its knobs, attention kernel
+    speed: dict[str, Any] = field(default_factory=dict)
+    memory_profile: dict[str, Any] | None = None  # peak RSS/VRAM per stage, added by the worker  # what ran: speed, cache, its knobs, attention kernel
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -137,7 +137,7 @@ def _sidecars(store: SqliteJobStore, jobs: dict[str, dict[str, Any]]) -> dict[st
         record = store.get(job["job"]["id"])
         assert record is not None and record.result is not None
         sidecar = json.loads(Path(record.result["sidecar_path"]).read_text())
-        out[name] = {k: v for k, v in sidecar.items() if k not in ("timings", "created_at")}
+        out[name] = {k: v for k, v in sidecar.items() if k not in ("timings", "created_at", "memory_profile")}
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import select
 import socket
 import subprocess
@@ -52,6 +53,15 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / MB
 
 
+def _complete(response: bytes) -> bool:
+    """Headers and as much body as Content-Length says (the body may come in a later packet)."""
+    head, sep, body = response.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return length is None or len(body) >= int(length.group(1))
+
+
 def raw_exchange(url: str, head: bytes, body: Iterable[bytes], *, wait_s: float = 20.0) -> tuple[int, bytes, int]:
     """Send ``head`` then ``body`` chunks until the server answers (or stops reading).
 
@@ -74,7 +84,7 @@ def raw_exchange(url: str, head: bytes, body: Iterable[bytes], *, wait_s: float 
             sent += len(chunk)
         response = b""
         deadline = time.monotonic() + wait_s
-        while b"\r\n\r\n" not in response and time.monotonic() < deadline:
+        while not _complete(response) and time.monotonic() < deadline:
             try:
                 data = sock.recv(65536)
             except (ConnectionResetError, TimeoutError):

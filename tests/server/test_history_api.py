@@ -64,7 +64,7 @@ def test_history_spans_a_normal_job_and_an_injected_failure_with_its_error_id(li
     assert any(e["kind"] in ("worker_started", "worker_ready") for e in events)
 
     peaks = [p for p in history["stage_peaks"] if p["job_id"] == failed_id and p["stage"] == "denoise"]
-    assert [p["memory_level"] for p in peaks] == [0, 1]  # the ladder tried twice on the CPU
+    assert [p["memory_level"] for p in peaks] == [0, 1, 2]  # the CPU ladder: none, VAE tiling, fp8 storage
     baseline = failed["error"]["memory_profile"]["after_cleanup"]["baseline_rss_mb"]
     assert all(p["peak_rss_mb"] > baseline + BALLAST_MB * 0.8 for p in peaks)  # the ballast lived microseconds
     assert history["sampling"]["cpu_ms_per_minute"] >= 0 and history["interval_s"] > 0

@@ -27,4 +27,4 @@ def test_an_unknown_speed_is_a_422_naming_the_field(live_server: "LiveServer") -
     with live_server.client() as http:
         response = http.post("/v1/jobs", json={"prompt": "a fox", "speed": "warp"})
     assert response.status_code == 422
-    assert any("speed" in [str(part) for part in err["loc"]] for err in response.json()["detail"])
+    assert any("speed" in [str(part) for part in err["loc"]] for err in response.json()["errors"])

@@ -118,7 +118,7 @@ class StageCheckpoints:
             os.replace(staged, self.folder / MANIFEST)
             if previous is not None and previous.path.name != name:
                 previous.path.unlink(missing_ok=True)
-        except OSError:
+        except (OSError, RuntimeError):  # torch.save reports a full disk as RuntimeError
             # A checkpoint is an optimisation: a full disk here must not fail a job that can go on.
             partial.unlink(missing_ok=True)
             log.warning("could not write the %s checkpoint; a retry would start earlier", stage.value, exc_info=True)
