@@ -22,7 +22,9 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timeline_screenshot import start_server, stop  # noqa: E402
+from timeline_screenshot import start_server  # noqa: E402
+
+from steadyframe.testing.serve import stop_serve  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +53,7 @@ def main() -> None:
         print(f"{'whole server process':<34}{server_ms:>20.1f}")
         print(f"{'sampler share of one core':<34}{sampler_ms / 60_000 * 100:>19.3f}%")
     finally:
-        stop(process)
+        stop_serve(process)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from steadyframe.testing.serve import OFFLINE_ENV, start_serve, stop_serve
 
 _MB = 2**20
 SEED_SHAPE = textwrap.dedent(
@@ -38,12 +39,6 @@ SEED_SHAPE = textwrap.dedent(
     print(psutil.Process().memory_info().rss / 2**20)
     """
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _tree_rss_mb(pid: int) -> float:
@@ -83,23 +78,9 @@ def main() -> None:
     parser.add_argument("--idle-exit-s", type=float, default=5.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sf-bench-idle-") as tmp:
-        env = {**os.environ, "STEADYFRAME_DATA_DIR": tmp, "STEADYFRAME_WORKER_IDLE_EXIT_S": str(args.idle_exit_s),
-               "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}  # fmt: skip
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "steadyframe.cli", "serve", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        server, url = start_serve(Path(tmp), {"STEADYFRAME_WORKER_IDLE_EXIT_S": str(args.idle_exit_s)})
         try:
-            client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-
-            def ready() -> bool:
-                try:
-                    return client.get("/readyz").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            _wait(ready, 300, "the server")
+            client = httpx.Client(base_url=url, timeout=30)
             _run_job(client)  # loads the model
             time.sleep(1.5)  # a heartbeat or two after the job
             warm = _tree_rss_mb(server.pid)
@@ -109,10 +90,9 @@ def main() -> None:
             wall, job = _run_job(client)
             cold = (job.get("result") or {}).get("timings", {}).get("worker_start")
         finally:
-            server.terminate()
-            server.wait(timeout=60)
+            stop_serve(server, timeout_s=60)
         seed = float(
-            subprocess.run([sys.executable, "-c", SEED_SHAPE], env={**env, "BENCH_DATA": tmp}, check=True,
+            subprocess.run([sys.executable, "-c", SEED_SHAPE], env={**os.environ, **OFFLINE_ENV, "BENCH_DATA": tmp}, check=True,
                            capture_output=True, text=True).stdout.split()[-1]
         )  # fmt: skip
     print(f"{'what':<44} {'RSS MB':>8}")

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from steadyframe.testing.serve import start_serve, stop_serve
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -39,39 +39,11 @@ class Tally:
     final: dict[str, str] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(queue_cap: int) -> tuple[subprocess.Popen[bytes], str, Path]:
     data_dir = Path(tempfile.mkdtemp(prefix="steadyframe-load-"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "STEADYFRAME_DATA_DIR": str(data_dir),
-        "STEADYFRAME_PORT": str(port),
-        "STEADYFRAME_MAX_QUEUE": str(queue_cap),
-        "STEADYFRAME_LOG_LEVEL": "WARNING",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "HF_HUB_OFFLINE": "1",
-    }
-    log = open(data_dir / "serve.log", "wb")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen([sys.executable, "-m", "steadyframe.cli", "serve"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited early, see {data_dir / 'serve.log'}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url, data_dir
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    raise SystemExit("server not ready in 300 s")
+    env = {"STEADYFRAME_MAX_QUEUE": str(queue_cap), "STEADYFRAME_LOG_LEVEL": "WARNING"}
+    process, url = start_serve(data_dir, env)
+    return process, url, data_dir
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -198,8 +170,7 @@ def main() -> None:
         tally = asyncio.run(run(url, args.token, args.jobs, args.concurrency, args.pollers, args.timeout))
     finally:
         if process is not None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+            stop_serve(process, timeout_s=60)
     ok = report(tally, args.jobs, time.monotonic() - started)
     sys.exit(0 if ok else 1)
 

@@ -26,7 +26,7 @@ import torch
 from steadyframe.contracts import NullHooks
 from steadyframe.engine import run_job
 from steadyframe.engine.loading import load_pipeline, locate_weights
-from steadyframe.families import BUILTIN_MARKER, FAMILIES, ModelRef
+from steadyframe.families import BUILTIN_MARKER, FAMILIES, Family, ModelRef
 from steadyframe.settings import Settings
 from steadyframe.spec import JobSpec
 
@@ -35,9 +35,15 @@ BENCH_FAMILY = dataclasses.replace(
 )
 
 
-def build_bench_model(folder: Path) -> Path:
-    """A random 1.0-style T2V pipeline: ~6 heads × 64, 4 layers, a 4-level VAE; saved like a real model."""
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+def build_bench_model(
+    folder: Path, family: Family = BENCH_FAMILY, *, heads: int = 6, layers: int = 4, rotary: bool = False
+) -> Path:
+    """A random CogVideoX T2V pipeline (``heads`` × 64, ``layers`` blocks, a 4-level VAE) saved like a
+    real model; the defaults are the 1.0-style model this bench uses, bench/speed.py asks for a 5B shape."""
+    from diffusers import (
+        AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXDPMScheduler, CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+    )  # fmt: skip
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
     from steadyframe.engine.tiny_models import _scheduler_config, _vocab
@@ -55,14 +61,16 @@ def build_bench_model(folder: Path) -> Path:
             sample_height=480, sample_width=720,
         )  # fmt: skip
         transformer = CogVideoXTransformer3DModel(
-            num_attention_heads=6, attention_head_dim=64, in_channels=8, out_channels=8, time_embed_dim=128,
-            text_embed_dim=128, num_layers=4, sample_height=BENCH_FAMILY.default_height // 8,
-            sample_width=BENCH_FAMILY.default_width // 8, sample_frames=BENCH_FAMILY.default_frames,
+            num_attention_heads=heads, attention_head_dim=64, in_channels=8, out_channels=8, time_embed_dim=128,
+            text_embed_dim=128, num_layers=layers, sample_height=family.default_height // 8,
+            sample_width=family.default_width // 8, sample_frames=family.default_frames,
+            use_rotary_positional_embeddings=rotary,
         )  # fmt: skip
-    scheduler = CogVideoXDDIMScheduler(**_scheduler_config(BENCH_FAMILY))
+    scheduler_cls = CogVideoXDPMScheduler if family.scheduler == "dpm" else CogVideoXDDIMScheduler
+    scheduler = scheduler_cls(**_scheduler_config(family))
     pipe = CogVideoXPipeline(tokenizer, text_encoder, vae, transformer, scheduler)
     pipe.save_pretrained(folder, safe_serialization=True)
-    (folder / BUILTIN_MARKER).write_text(json.dumps({"family": BENCH_FAMILY.name, "test_noise": True}))
+    (folder / BUILTIN_MARKER).write_text(json.dumps({"family": family.name, "test_noise": True}))
     return folder
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import tempfile
 import time
@@ -30,7 +29,7 @@ from steadyframe.engine import compiled, run_job
 from steadyframe.engine import stages as engine_stages
 from steadyframe.engine.loading import load_pipeline, locate_weights
 from steadyframe.engine.speed import RECIPES, SPEED_RECIPES, cache_enabled
-from steadyframe.families import BUILTIN_MARKER, FAMILIES, ModelRef
+from steadyframe.families import FAMILIES, ModelRef
 from steadyframe.settings import Settings
 from steadyframe.spec import JobSpec
 
@@ -43,35 +42,10 @@ GUIDANCE = 6.0
 
 
 def build_bench_model(folder: Path) -> Path:
-    """Random 5B-style T2V pipeline: 8 heads × 64, 6 layers, rotary positions; saved like a real model."""
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+    """Random 5B-style T2V pipeline: 8 heads × 64, 6 layers, rotary positions (bench/overhead.py builds it)."""
+    from overhead import build_bench_model as build  # bench/ is on sys.path when a bench runs as a script
 
-    from steadyframe.engine.tiny_models import _scheduler_config, _vocab
-
-    if (folder / BUILTIN_MARKER).is_file():
-        return folder
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        tokenizer = T5Tokenizer(vocab=_vocab(), extra_ids=0)
-        text_encoder = T5EncoderModel(
-            T5Config(vocab_size=len(tokenizer), d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4)
-        )
-        vae = AutoencoderKLCogVideoX(
-            block_out_channels=(16, 16, 32, 32), latent_channels=8, layers_per_block=1, norm_num_groups=8,
-            sample_height=480, sample_width=720,
-        )  # fmt: skip
-        transformer = CogVideoXTransformer3DModel(
-            num_attention_heads=8, attention_head_dim=64, in_channels=8, out_channels=8, time_embed_dim=128,
-            text_embed_dim=128, num_layers=6, sample_height=BENCH_FAMILY.default_height // 8,
-            sample_width=BENCH_FAMILY.default_width // 8, sample_frames=BENCH_FAMILY.default_frames,
-            use_rotary_positional_embeddings=True,
-        )  # fmt: skip
-    scheduler = CogVideoXDPMScheduler(**_scheduler_config(BENCH_FAMILY))
-    pipe = CogVideoXPipeline(tokenizer, text_encoder, vae, transformer, scheduler)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    (folder / BUILTIN_MARKER).write_text(json.dumps({"family": BENCH_FAMILY.name, "test_noise": True}))
-    return folder
+    return build(folder, BENCH_FAMILY, heads=8, layers=6, rotary=True)
 
 
 class KeepFirst:

@@ -13,12 +13,8 @@ per-stage peaks, the level after cleanup and the sampler's CPU cost. Nothing her
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,54 +22,13 @@ from typing import Any
 
 import httpx
 
+from steadyframe.testing.serve import CHROMIUM, CHROMIUM_ARGS, TRACE_POINTS_JS, start_serve, stop_serve
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(data_dir: Path, sample_s: float) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "STEADYFRAME_DATA_DIR": str(data_dir),
-        "STEADYFRAME_HOST": "127.0.0.1",
-        "STEADYFRAME_PORT": str(port),
-        "STEADYFRAME_FAULT_INJECTION": "1",
-        "STEADYFRAME_HISTORY_SAMPLE_S": str(sample_s),
-        "STEADYFRAME_LOG_LEVEL": "WARNING",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-    }
-    log = open(data_dir / "serve.log", "wb")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen([sys.executable, "-m", "steadyframe.cli", "serve"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited early, see {data_dir / 'serve.log'}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop(process)
-    raise SystemExit("server not ready in 300 s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    """A server with fault injection and a memory sample every ``sample_s`` seconds."""
+    env = {"STEADYFRAME_FAULT_INJECTION": "1", "STEADYFRAME_HISTORY_SAMPLE_S": str(sample_s), "STEADYFRAME_LOG_LEVEL": "WARNING"}
+    return start_serve(data_dir, env)
 
 
 def run_job(http: httpx.Client, **spec: Any) -> dict[str, Any]:
@@ -98,22 +53,6 @@ def print_profile(job: dict[str, Any]) -> None:
         print(f"after cleanup: {after['rss_mb']:,.0f} MB RSS (empty worker {after['baseline_rss_mb']:,.0f} MB)")
 
 
-# Centres of the chart's points of the traces whose name starts with a prefix (plotly keeps each
-# trace's data on its SVG group).
-POINTS_OF = """prefix => {
-    const centres = [];
-    for (const trace of document.querySelectorAll('#memory-timeline .scatterlayer .trace')) {
-        const data = trace.__data__ && trace.__data__[0] && trace.__data__[0].trace;
-        if (!data || !String(data.name).startsWith(prefix)) continue;
-        for (const point of trace.querySelectorAll('.point')) {
-            const box = point.getBoundingClientRect();
-            if (box.width > 0 || box.height > 0) centres.push([box.x + box.width / 2, box.y + box.height / 2]);
-        }
-    }
-    return centres;
-}"""
-
-
 def screenshot(url: str, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -123,10 +62,10 @@ def screenshot(url: str, out: Path) -> None:
         page.goto(f"{url}/ui/")
         page.get_by_role("tab", name="System").click()
         page.locator("#memory-window").get_by_text("5 min", exact=True).click()
-        page.wait_for_function(f"({POINTS_OF})('failure').length > 0", timeout=60_000)
+        page.wait_for_function(f"({TRACE_POINTS_JS})('failure').length > 0", timeout=60_000)
         page.wait_for_timeout(1500)  # the chart settles after the window change
         for _ in range(20):  # hover the failure until its label shows (a redraw drops a label)
-            x, y = page.evaluate(POINTS_OF, "failure")[-1]
+            x, y = page.evaluate(TRACE_POINTS_JS, "failure")[-1]
             page.mouse.move(x, y)
             page.wait_for_timeout(300)
             if "error id" in (page.locator("#memory-timeline .hoverlayer").text_content() or ""):
@@ -175,7 +114,7 @@ def main() -> None:
         shrink_png(args.out)
         print(f"screenshot: {args.out} ({args.out.stat().st_size / 1024:.0f} KB)")
     finally:
-        stop(process)
+        stop_serve(process)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import psutil
 import pytest
 
 from steadyframe.settings import Settings
+from steadyframe.testing.serve import free_port
 from steadyframe.testing.local_hub import LocalHub
 
 REPO = "steadyframe/tiny-t2v"
@@ -85,12 +85,6 @@ def settings(tmp_path: Path) -> Settings:
 
 
 # --- a real server process -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

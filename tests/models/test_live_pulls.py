@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -125,12 +124,12 @@ def test_a_job_for_an_absent_model_waits_shows_the_download_then_succeeds_past_t
 def test_the_models_tab_pulls_with_a_live_bar_until_present(live: Server, module_hub: LocalHub, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    from steadyframe.testing.serve import CHROMIUM, CHROMIUM_ARGS
+
     module_hub.bytes_per_second = 200_000
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
     readings: list[float] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=args)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(f"{live.url}/ui/")
         page.get_by_role("tab", name="Models").click()

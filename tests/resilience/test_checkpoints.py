@@ -104,17 +104,16 @@ def test_t2v_then_v2v_on_one_folder_load_the_weights_once(
     harness, spec = engine
     harness.wait_ready()
     source = write_mp4(np.full((9, 64, 96, 3), 120, dtype=np.uint8), tmp_path / "in.mp4", fps=8)
-    before = len(_worker_log_lines(harness, "loaded model pipeline:"))
     t2v = harness.run({"prompt": "a boat", "steps": 2})
+    after_t2v = len(_worker_log_lines(harness, "loaded model pipeline:"))
     v2v = harness.run({"prompt": "a boat", "steps": 2, "mode": "v2v", "video_path": str(source)})
     assert (t2v.status, v2v.status) == ("succeeded", "succeeded"), (t2v.error, v2v.error)
-    loads = _worker_log_lines(harness, "loaded model pipeline:")[before:]
-    assert len(loads) <= 1, loads  # at most the first job loaded it (an earlier test may have)
+    assert len(_worker_log_lines(harness, "loaded model pipeline:")) == after_t2v  # v2v loaded nothing
     loaded = [m for w in harness.dispatcher.workers() for m in w.loaded_models if m.startswith("pipeline:")]
     assert len(loaded) == 1, loaded
 
 
-def test_a_cancelled_job_leaves_the_model_loaded(engine: tuple[Harness, dict[str, Any]]) -> None:
+def test_a_cancelled_or_invalid_job_leaves_the_model_loaded(engine: tuple[Harness, dict[str, Any]]) -> None:
     harness, spec = engine
     harness.wait_ready()
     job_id = harness.submit({**spec, "steps": 40, "upscale": 1})
@@ -130,6 +129,12 @@ def test_a_cancelled_job_leaves_the_model_loaded(engine: tuple[Harness, dict[str
     harness.wait_ready()
     loaded = [m for w in harness.dispatcher.workers() for m in w.loaded_models if m.startswith("pipeline:")]
     assert loaded, harness.dispatcher.workers()
+
+    bad = harness.run({"prompt": "a kite", "steps": 2, "num_frames": 5})  # not 8N+1: refused in the worker
+    assert bad.status == "failed" and bad.error is not None and bad.error.kind == "invalid_input"
+    harness.wait_ready()
+    still = [m for w in harness.dispatcher.workers() for m in w.loaded_models if m.startswith("pipeline:")]
+    assert still == loaded  # a bad input says nothing about the loaded model
 
 
 def test_the_next_job_of_the_same_shape_starts_at_the_learned_memory_level(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from steadyframe.testing.serve import free_port
 from steadyframe.jobs.base import JobStatus
 from steadyframe.jobs.sqlite import SqliteJobStore
 from steadyframe.server.app import create_app
@@ -28,12 +28,6 @@ from steadyframe.settings import Settings
 LOOPBACK_URL = "http://127.0.0.1"  # the Host the request guard answers to (TestClient's default is "testserver")
 STARTUP_TIMEOUT_S = 180.0  # the worker imports torch + diffusers and builds the tiny model on a busy 2-core box
 JOB_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,16 +13,13 @@ from typing import TYPE_CHECKING
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from steadyframe.testing.serve import CHROMIUM, CHROMIUM_ARGS
+
 if TYPE_CHECKING:
     from conftest import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
-]  # fmt: skip
 JOB_MS = 60_000
 # Screenshots of the result and of the error toast, for people who want to look.
 SHOTS = Path(os.environ.get("STEADYFRAME_SCREENSHOTS", Path(tempfile.gettempdir()) / "steadyframe-screenshots"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,31 +9,15 @@ from typing import TYPE_CHECKING
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from steadyframe.testing.serve import CHROMIUM, CHROMIUM_ARGS, TRACE_POINTS_JS
+
 if TYPE_CHECKING:
     from conftest import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
-]  # fmt: skip
 JOB_MS = 60_000
-# Centres of the drawn points of the chart's traces whose name starts with a prefix (plotly keeps
-# each trace's data on its SVG group, so a marker is found by what it means, not by its position).
-POINTS_OF = """prefix => {
-    const centres = [];
-    for (const trace of document.querySelectorAll('#memory-timeline .scatterlayer .trace')) {
-        const data = trace.__data__ && trace.__data__[0] && trace.__data__[0].trace;
-        if (!data || !String(data.name).startsWith(prefix)) continue;
-        for (const point of trace.querySelectorAll('.point')) {
-            const box = point.getBoundingClientRect();
-            if (box.width > 0 || box.height > 0) centres.push([box.x + box.width / 2, box.y + box.height / 2]);
-        }
-    }
-    return centres;
-}"""
+
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +40,7 @@ def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
 
 
 def _points(page: Page, prefix: str) -> list[list[float]]:
-    return page.evaluate(POINTS_OF, prefix)
+    return page.evaluate(TRACE_POINTS_JS, prefix)
 
 
 def _hover_text(page: Page, prefix: str, wanted: str, timeout_ms: int = 20_000) -> str:
@@ -87,7 +70,7 @@ def test_system_tab_charts_memory_with_job_and_failure_markers_linking_to_the_jo
     )
     error = failed["error"]
     page.get_by_role("tab", name="System").click()
-    page.wait_for_function(f"({POINTS_OF})('failure').length > 0", timeout=JOB_MS)
+    page.wait_for_function(f"({TRACE_POINTS_JS})('failure').length > 0", timeout=JOB_MS)
     assert len(_points(page, "job started")) >= 2 and _points(page, "job succeeded") and _points(page, "stage")
     assert page.locator("#memory-timeline .scatterlayer .trace .js-line").count() >= 2  # server and worker lines
     legend = page.locator("#memory-timeline .legend").text_content() or ""

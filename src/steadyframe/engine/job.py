@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -66,6 +66,21 @@ class _Clock:
             yield
         finally:
             self.timings[str(name)] = round(self.timings.get(str(name), 0.0) + time.perf_counter() - start, 4)
+
+
+@dataclass
+class _Run:
+    """One run of a job: what every stage function needs, passed as one thing."""
+
+    plan: JobPlan
+    settings: Settings
+    hooks: JobHooks
+    models: ModelProvider
+    device: str
+    level: int
+    clock: _Clock
+    saved: StageCheckpoints
+    recoveries: dict[str, str] = field(default_factory=dict)  # stage -> what got it past an out-of-memory
 
 
 def _load_inputs(plan: JobPlan, settings: Settings) -> tuple[Image.Image | None, list[Image.Image] | None]:
@@ -156,8 +171,9 @@ def _vae_tiled(pipe: Any) -> Iterator[None]:
             vae.disable_tiling()
 
 
-def _decode(pipe: Any, plan: JobPlan, latents: torch.Tensor, hooks: JobHooks, recoveries: dict[str, str]) -> np.ndarray:
+def _decode(run: _Run, pipe: Any, latents: torch.Tensor) -> np.ndarray:
     """DECODE; out of memory here retries this decode with VAE tiling, not the whole job."""
+    plan, hooks = run.plan, run.hooks
     try:
         hooks.enter_stage(Stage.DECODE, 1)
         frames = stages.to_uint8(stages.decode(pipe, plan, latents))
@@ -171,24 +187,16 @@ def _decode(pipe: Any, plan: JobPlan, latents: torch.Tensor, hooks: JobHooks, re
         hooks.enter_stage(Stage.DECODE, 1)
         with _vae_tiled(pipe):
             frames = stages.to_uint8(stages.decode(pipe, plan, latents))
-        recoveries[Stage.DECODE.value] = "VAE slicing and tiling"
+        run.recoveries[Stage.DECODE.value] = "VAE slicing and tiling"
     hooks.step(Stage.DECODE, 1, 1)
     return frames
 
-def _generate(
-    plan: JobPlan,
-    settings: Settings,
-    hooks: JobHooks,
-    models: ModelProvider,
-    device: str,
-    level: int,
-    clock: _Clock,
-    saved: StageCheckpoints,
-    latents: torch.Tensor | None,
-    recoveries: dict[str, str],
-) -> np.ndarray:
+def _generate(run: _Run, latents: torch.Tensor | None) -> np.ndarray:
     """LOAD, ENCODE_PROMPT, DENOISE, DECODE -> uint8 frames [F, H, W, 3]; with ``latents`` (a
     denoise checkpoint) only LOAD and DECODE run."""
+    plan, settings, hooks, models, device, level, clock, saved = (
+        run.plan, run.settings, run.hooks, run.models, run.device, run.level, run.clock, run.saved
+    )  # fmt: skip
     with clock.stage("prepare"):
         tokens_checked = latents is not None or _check_tokens_on_disk(plan, plan.ref.local_dir)
         image, video = _load_inputs(plan, settings) if latents is None else (None, None)
@@ -234,18 +242,17 @@ def _generate(
             del embeds, image, video
             saved.save_latents(latents, plan.seed)
         with clock.stage(Stage.DECODE):
-            frames = _decode(pipe, plan, latents, hooks, recoveries)
+            frames = _decode(run, pipe, latents)
         del latents, pipe  # the provider alone decides whether the pipeline stays loaded
     saved.save_frames(Stage.DECODE, frames, plan.seed)
     return frames
 
 
-def _upscale(
-    frames: np.ndarray, plan: JobPlan, hooks: JobHooks, models: ModelProvider, device: str, recoveries: dict[str, str]
-) -> np.ndarray:
+def _upscale(run: _Run, frames: np.ndarray) -> np.ndarray:
     """UPSCALE; out of memory here retries with smaller tiles (halving down to 64 px), one tile a pass."""
     from steadyframe.postprocess import upscale_frames
 
+    plan, hooks, models, device = run.plan, run.hooks, run.models, run.device
     spec = plan.spec
     tile: int | None = None  # first try: tiles only when a frame does not fit free memory
     while True:
@@ -269,7 +276,7 @@ def _upscale(
             tile = smaller
             continue  # the failed pass's memory is released at the top of the loop, once exc is gone
         if tile is not None:
-            recoveries[Stage.UPSCALE.value] = f"{tile}-px tiles"
+            run.recoveries[Stage.UPSCALE.value] = f"{tile}-px tiles"
         return out
 
 
@@ -280,13 +287,12 @@ def _smaller_tile(tile: int | None, frames: np.ndarray, floor: int) -> int | Non
     return smaller if smaller < current else None
 
 
-def _interpolate(
-    frames: np.ndarray, plan: JobPlan, hooks: JobHooks, models: ModelProvider, device: str, recoveries: dict[str, str]
-) -> np.ndarray:
+def _interpolate(run: _Run, frames: np.ndarray) -> np.ndarray:
     """INTERPOLATE; out of memory here retries at a lower flow scale, then on the CPU."""
     from steadyframe.postprocess import interpolate_frames
     from steadyframe.postprocess.rife import FLOW_SCALES
 
+    plan, hooks, models, device = run.plan, run.hooks, run.models, run.device
     spec = plan.spec
     flow_scale, where = rife_flow_scale(spec.upscale), device
     while True:
@@ -315,33 +321,23 @@ def _interpolate(
                 raise
             continue
         if (flow_scale, where) != (rife_flow_scale(spec.upscale), device):
-            recoveries[Stage.INTERPOLATE.value] = f"flow scale {flow_scale}" + (" on the CPU" if where != device else "")
+            run.recoveries[Stage.INTERPOLATE.value] = f"flow scale {flow_scale}" + (" on the CPU" if where != device else "")
         return out
 
 
-def _postprocess(
-    frames: np.ndarray,
-    plan: JobPlan,
-    hooks: JobHooks,
-    models: ModelProvider,
-    device: str,
-    clock: _Clock,
-    saved: StageCheckpoints,
-    done: Stage | None,
-    recoveries: dict[str, str],
-) -> np.ndarray:
+def _postprocess(run: _Run, frames: np.ndarray, done: Stage | None) -> np.ndarray:
     """UPSCALE and INTERPOLATE when the spec asks for them and ``done`` (a checkpoint's stage) is before them."""
-    spec = plan.spec
+    spec, clock, saved = run.plan.spec, run.clock, run.saved
     order = list(Stage)
     finished = order.index(done) if done is not None else -1
     if spec.upscale > 1 and finished < order.index(Stage.UPSCALE):
         with clock.stage(Stage.UPSCALE):
-            frames = _upscale(frames, plan, hooks, models, device, recoveries)
-        saved.save_frames(Stage.UPSCALE, frames, plan.seed)
+            frames = _upscale(run, frames)
+        saved.save_frames(Stage.UPSCALE, frames, run.plan.seed)
     if spec.interpolate > 1 and finished < order.index(Stage.INTERPOLATE):
         with clock.stage(Stage.INTERPOLATE):
-            frames = _interpolate(frames, plan, hooks, models, device, recoveries)
-        saved.save_frames(Stage.INTERPOLATE, frames, plan.seed)
+            frames = _interpolate(run, frames)
+        saved.save_frames(Stage.INTERPOLATE, frames, run.plan.seed)
     return frames
 
 
@@ -386,9 +382,10 @@ def run_job(
         if resume is not None:
             plan = replace(plan, seed=resume.seed)  # the seed the finished stages were made with
             saved.speed = resume.speed  # what the denoise that made them ran
-    recoveries: dict[str, str] = {}  # stage -> the memory saving that got it past an out-of-memory
-    frames = _resume_or_generate(plan, settings, hooks, models, device, level, clock, saved, resume, recoveries)
-    frames = _postprocess(frames, plan, hooks, models, device, clock, saved, resume.stage if resume else None, recoveries)
+    run = _Run(plan, settings, hooks, models, device, level, clock, saved)
+    frames = _resume_or_generate(run, resume)
+    frames = _postprocess(run, frames, resume.stage if resume else None)
+    recoveries = run.recoveries
     fps = float(interpolated_fps(plan.fps, spec.interpolate))
     count, height, width = frames.shape[:3]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -448,20 +445,9 @@ def run_job(
     return result
 
 
-def _resume_or_generate(
-    plan: JobPlan,
-    settings: Settings,
-    hooks: JobHooks,
-    models: ModelProvider,
-    device: str,
-    level: int,
-    clock: _Clock,
-    saved: StageCheckpoints,
-    resume: Checkpoint | None,
-    recoveries: dict[str, str],
-) -> np.ndarray:
+def _resume_or_generate(run: _Run, resume: Checkpoint | None) -> np.ndarray:
     """Frames after DECODE: an earlier attempt's checkpoint when it got that far, else generated."""
     if resume is not None and resume.stage != Stage.DENOISE:
         return resume.frames()
     latents = resume.latents() if resume is not None else None
-    return _generate(plan, settings, hooks, models, device, level, clock, saved, latents, recoveries)
+    return _generate(run, latents)

@@ -103,6 +103,10 @@ class JobStore(ABC):
         """Queued: cancelled at once. Running: flag set, the dispatcher stops it. Terminal: unchanged."""
 
     @abstractmethod
+    def has_claimable(self) -> bool:
+        """Whether ``claim_next`` would find a job now (queued and waiting for nothing, e.g. no download)."""
+
+    @abstractmethod
     def claim_next(self, worker_id: str) -> JobRecord | None:
         """Atomically move the oldest queued job that waits for nothing to running for ``worker_id``."""
 

@@ -209,10 +209,13 @@ class SqliteJobStore(JobStore):
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return self._fetch(conn, job_id)
 
+    def has_claimable(self) -> bool:
+        with self._lock:
+            return self._conn.execute(_READY, (JobStatus.QUEUED.value,)).fetchone() is not None
+
     def claim_next(self, worker_id: str) -> JobRecord | None:
-        with self._lock:  # cheap look first: the dispatcher asks often, and mostly nothing waits
-            if self._conn.execute(_READY, (JobStatus.QUEUED.value,)).fetchone() is None:
-                return None
+        if not self.has_claimable():  # cheap look first: the dispatcher asks often, and mostly nothing waits
+            return None
         with self._transaction() as conn:
             row = conn.execute(_READY, (JobStatus.QUEUED.value,)).fetchone()
             if row is None:

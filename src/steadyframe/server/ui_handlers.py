@@ -208,12 +208,8 @@ def build_request(
 
 def ui_client(asker: gr.Request | None) -> str | None:
     """Who submitted from the UI, as the API counts clients (the guard's verdict on Gradio's request)."""
-    raw = getattr(asker, "request", None)
-    scope = getattr(raw, "scope", None)
-    if isinstance(scope, dict):
-        return client_key(scope)
-    host = getattr(getattr(asker, "client", None), "host", None)
-    return f"addr:{host}" if host else None
+    scope = getattr(getattr(asker, "request", None), "scope", None)  # None when called without Gradio
+    return client_key(scope) if isinstance(scope, dict) else None
 
 
 class UIHandlers:

@@ -433,8 +433,8 @@ class Dispatcher:
 
     def _wants_worker(self, worker: _Worker) -> bool:
         """Whether an ABSENT slot should be started now: always, unless it was parked after idling
-        (scale to zero) and no job waits."""
-        return not worker.parked or self.store.count(JobStatus.QUEUED) > 0
+        (scale to zero) and no job could run."""
+        return not worker.parked or self.store.has_claimable()  # a job waiting for its download needs no worker yet
 
     def _spawn(self, worker: _Worker) -> None:
         """ABSENT/BACKOFF -> STARTING; a pool that cannot start it -> BACKOFF with the crash delay.
@@ -666,12 +666,7 @@ class Dispatcher:
         detail = f"It {exited.description}."
         if exited.cause == ExitCause.KILLED:
             detail += " The system may have run out of RAM."
-        report = (
-            f"worker {worker.id} (pid {worker.pid}, {worker.slot.node}) {exited.description} during stage "
-            f"{job.stage}; last memory: {self._memory_words(worker.memory)}"
-        )
-        if exited.last_words:
-            report += "\n" + exited.last_words
+        report = self._death_report(worker, job, exited)
         error = self._supervisor_error(ErrorKind.WORKER_LOST, job.stage, detail, report)
         self._log_job_error(worker, job.id, error, "worker lost while running job")
         status = self.store.requeue_or_fail(job.id, error, max_attempts=self.settings.max_attempts)
@@ -687,6 +682,14 @@ class Dispatcher:
         else:
             self._emit(ev.JobRequeued(worker_id=worker.id, job_id=job.id, attempt=job.attempt + 1, error_id=error.error_id))
 
+    def _death_report(self, worker: _Worker, job: _Job, exited: WorkerExited) -> str:
+        """What the log keeps of a worker that died under a job: how, where, its memory, its last stacks."""
+        report = (
+            f"worker {worker.id} (pid {worker.pid}, {worker.slot.node}) {exited.description} during stage "
+            f"{job.stage}; last memory: {self._memory_words(worker.memory)}"
+        )
+        return report + "\n" + exited.last_words if exited.last_words else report
+
     def _job_oom_killed(self, worker: _Worker, job: _Job, exited: WorkerExited) -> None:
         """The kernel killed the worker for memory: the job fails as out_of_memory, naming the limit.
 
@@ -694,12 +697,7 @@ class Dispatcher:
         move weights from the GPU to the host, which needs more host memory, not less)."""
         limit = exited.memory_limit or "the memory available to the server"
         detail = f"The kernel's out-of-memory killer ended its worker at {limit}."
-        report = (
-            f"worker {worker.id} (pid {worker.pid}, {worker.slot.node}) {exited.description} during stage "
-            f"{job.stage}; last memory: {self._memory_words(worker.memory)}"
-        )
-        if exited.last_words:
-            report += "\n" + exited.last_words
+        report = self._death_report(worker, job, exited)
         error = self._supervisor_error(ErrorKind.OUT_OF_MEMORY, job.stage, detail, report)
         error = replace(error, advice=kernel_oom_advice(limit))
         self._log_job_error(worker, job.id, error, "worker killed by the kernel's OOM killer; job failed")
@@ -806,7 +804,7 @@ class Dispatcher:
 
     def _idle_too_long(self, worker: _Worker, now: float) -> bool:
         limit = self.settings.idle_exit_after_s
-        return limit > 0 and now - worker.idle_since > limit and self.store.count(JobStatus.QUEUED) == 0
+        return limit > 0 and now - worker.idle_since > limit and not self.store.has_claimable()
 
     def _outcome_writer(self, message: JobDone | JobFailed) -> Callable[[], None]:
         """A retry of the store write that records ``message``'s outcome (used while the disk is full)."""

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import queue
-import shutil
 import signal
 import threading
 import time
@@ -27,6 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from steadyframe.errors import ErrorKind, InvalidInputError
+from steadyframe.job_files import discard_job_scratch
 from steadyframe.logs import get_logger, log_failure, setup_logging
 from steadyframe.settings import Settings
 from steadyframe.taxonomy import classify, new_error_id
@@ -341,7 +341,7 @@ class Worker:
                 )
                 level = following
                 continue
-            shutil.rmtree(out_dir, ignore_errors=True)  # no half-written outputs left behind
+            discard_job_scratch(self.settings.outputs_dir, job.job_id)  # no half-written outputs or checkpoints left
             if failure.kind == ErrorKind.MODEL_UNAVAILABLE.value and self.where:
                 failure.message = f"{failure.message.rstrip('.')} (on node {self.where})."  # weights are per node
             if failure.kind != ErrorKind.CANCELLED.value:
