@@ -14,10 +14,11 @@ def test_a_waiting_job_is_never_claimed_until_its_model_is_released(tmp_path: Pa
     waiting, _ = store.submit({"prompt": "first"}, waiting_for="hub-tiny")
     ready, _ = store.submit({"prompt": "second"})
     assert store.claim_next("w0").id == ready.id  # the later job runs; the waiting one is held back
-    assert store.claim_next("w0") is None
+    assert store.claim_next("w0") is None and not store.has_claimable()  # nothing wakes a parked worker
     assert store.waiting_models() == {"hub-tiny": [waiting.id]}
     assert store.get(waiting.id).waiting_for == "hub-tiny" and store.position(waiting.id) == 0
     assert store.release_waiting("hub-tiny") == [waiting.id]
+    assert store.has_claimable()
     assert store.claim_next("w0").id == waiting.id
     store.close()
 
