@@ -17,6 +17,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from steadyframe.frame_file import Frames
+
 GIF_MAX_SIDE = 320
 GIF_MAX_FPS = 10.0
 _GIF_COLOURS = 126  # leaves palette slots for the test-noise label's black and yellow
@@ -34,20 +36,21 @@ def _atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _check_frames(frames: np.ndarray) -> None:
+def _check_frames(frames: Frames) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise ValueError(f"frames must be a non-empty uint8 array [F, H, W, 3], got {frames.dtype} {frames.shape}")
 
 
 def write_mp4(
-    frames: np.ndarray,
+    frames: Frames,
     path: Path,
     *,
     fps: float,
     crf: int = 18,
     on_frame: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Encode uint8 RGB ``frames`` [F, H, W, 3] as H.264 yuv420p with ``+faststart`` -> ``path``.
+    """Encode uint8 RGB ``frames`` [F, H, W, 3] (an array or a frame file, read one frame at a time)
+    as H.264 yuv420p with ``+faststart`` -> ``path``.
 
     ``on_frame(i, total)`` is called after each frame is encoded (1-based).
     """
@@ -72,17 +75,17 @@ def write_mp4(
     return path
 
 
-def write_gif(frames: np.ndarray, path: Path, *, fps: float, test_noise: bool = False) -> Path:
-    """A small looping GIF preview: at most GIF_MAX_SIDE px and GIF_MAX_FPS; labelled when ``test_noise``."""
+def write_gif(frames: Frames, path: Path, *, fps: float, test_noise: bool = False) -> Path:
+    """A small looping GIF preview: at most GIF_MAX_SIDE px and GIF_MAX_FPS; labelled when ``test_noise``.
+    Frames are read one at a time; only the small preview images are kept."""
     _check_frames(frames)
     stride = max(1, round(fps / GIF_MAX_FPS))
-    picked = frames[::stride]
-    height, width = picked.shape[1:3]
+    height, width = frames.shape[1:3]
     scale = min(1.0, GIF_MAX_SIDE / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     images = []
-    for rgb in picked:
-        img = Image.fromarray(rgb)
+    for index in range(0, len(frames), stride):
+        img = Image.fromarray(frames[index])
         if img.size != size:
             img = img.resize(size, Image.Resampling.LANCZOS)
         quantized = img.quantize(colors=_GIF_COLOURS, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)

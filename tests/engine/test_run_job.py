@@ -10,6 +10,7 @@ import pytest
 
 import steadyframe.postprocess as postprocess
 import steadyframe.postprocess.weights as post_weights
+from steadyframe.frame_file import write_frames
 from steadyframe.contracts import LoadEachTime
 from steadyframe.engine import job as engine_job
 from steadyframe.engine import run_job
@@ -158,18 +159,18 @@ def test_post_stages_are_wired_with_scaled_fps_and_half_flow_scale(
 ):
     calls: dict[str, dict] = {}
 
-    def fake_upscale(frames, *, weights, scale, device, models, on_frame, tile=None):
+    def fake_upscale(frames, *, weights, scale, device, models, on_frame, tile=None, out=None):
         calls["upscale"] = {"weights": weights, "scale": scale, "device": device, "shape": frames.shape, "tile": tile}
         for i in range(len(frames)):
             on_frame(i + 1, len(frames))
-        return frames.repeat(scale, axis=1).repeat(scale, axis=2)
+        return write_frames(out, frames[:].repeat(scale, axis=1).repeat(scale, axis=2))
 
-    def fake_interpolate(frames, *, weights, factor, device, models, on_frame, flow_scale=1.0):
+    def fake_interpolate(frames, *, weights, factor, device, models, on_frame, flow_scale=1.0, out=None):
         calls["interpolate"] = {"weights": weights, "factor": factor, "flow_scale": flow_scale, "shape": frames.shape}
-        out = np.concatenate([np.repeat(frames[:-1], factor, axis=0), frames[-1:]])
-        for i in range(len(out)):
-            on_frame(i + 1, len(out))
-        return out
+        made = np.concatenate([np.repeat(frames[:-1], factor, axis=0), frames[-1:]])
+        for i in range(len(made)):
+            on_frame(i + 1, len(made))
+        return write_frames(out, made)
 
     monkeypatch.setattr(postprocess, "upscale_frames", fake_upscale, raising=False)
     monkeypatch.setattr(postprocess, "interpolate_frames", fake_interpolate, raising=False)

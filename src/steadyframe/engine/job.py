@@ -15,6 +15,7 @@ from PIL import Image
 
 import steadyframe
 from steadyframe.contracts import JobHooks, JobResult, ModelProvider
+from steadyframe.frame_file import FrameFile, Frames
 from steadyframe.engine import stages
 from steadyframe.engine.checkpoints import Checkpoint, StageCheckpoints
 from steadyframe.engine.compiled import compile_blocks, is_compiled
@@ -45,12 +46,11 @@ SMALLEST_RECOVERY_TILE = 64  # upscale tiles halve after an out-of-memory down t
 
 
 def _release_memory() -> None:
-    """Give a failed attempt's memory back before the stage retries (the model stays loaded)."""
-    import gc
+    """Give what a finished or failed stage freed back to the OS (gc, CUDA cache, malloc_trim)
+    before the next stage or retry, so a job's peak is its largest stage, not their sum."""
+    from steadyframe.worker.memory import cleanup
 
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    cleanup()
 
 
 class _Clock:
@@ -191,9 +191,9 @@ def _decode(run: _Run, pipe: Any, latents: torch.Tensor) -> np.ndarray:
     hooks.step(Stage.DECODE, 1, 1)
     return frames
 
-def _generate(run: _Run, latents: torch.Tensor | None) -> np.ndarray:
-    """LOAD, ENCODE_PROMPT, DENOISE, DECODE -> uint8 frames [F, H, W, 3]; with ``latents`` (a
-    denoise checkpoint) only LOAD and DECODE run."""
+def _generate(run: _Run, latents: torch.Tensor | None) -> FrameFile:
+    """LOAD, ENCODE_PROMPT, DENOISE, DECODE -> uint8 frames [F, H, W, 3] in the decode frame file;
+    with ``latents`` (a denoise checkpoint) only LOAD and DECODE run."""
     plan, settings, hooks, models, device, level, clock, saved = (
         run.plan, run.settings, run.hooks, run.models, run.device, run.level, run.clock, run.saved
     )  # fmt: skip
@@ -244,23 +244,27 @@ def _generate(run: _Run, latents: torch.Tensor | None) -> np.ndarray:
         with clock.stage(Stage.DECODE):
             frames = _decode(run, pipe, latents)
         del latents, pipe  # the provider alone decides whether the pipeline stays loaded
-    saved.save_frames(Stage.DECODE, frames, plan.seed)
-    return frames
+    decoded = saved.write_frames(Stage.DECODE, frames, plan.seed)  # from here on, frames stream from disk
+    del frames
+    _release_memory()  # the VAE's activations for the whole clip
+    return decoded
 
 
-def _upscale(run: _Run, frames: np.ndarray) -> np.ndarray:
+def _upscale(run: _Run, frames: Frames) -> FrameFile:
     """UPSCALE; out of memory here retries with smaller tiles (halving down to 64 px), one tile a pass."""
     from steadyframe.postprocess import upscale_frames
 
     plan, hooks, models, device = run.plan, run.hooks, run.models, run.device
     spec = plan.spec
+    count, height, width = frames.shape[:3]
+    file = run.saved.frames_path(Stage.UPSCALE, count * height * width * 3 * spec.upscale**2, "Upscaling")
     tile: int | None = None  # first try: tiles only when a frame does not fit free memory
     while True:
         if tile is not None:
             _release_memory()
         try:
             hooks.enter_stage(Stage.UPSCALE, len(frames))
-            out = upscale_frames(
+            made = upscale_frames(
                 frames,
                 weights=plan.upscale_weights,
                 scale=spec.upscale,
@@ -268,6 +272,7 @@ def _upscale(run: _Run, frames: np.ndarray) -> np.ndarray:
                 models=models,
                 on_frame=lambda i, total: hooks.step(Stage.UPSCALE, i, total),
                 tile=tile,
+                out=file,
             )
         except Exception as exc:
             smaller = _smaller_tile(tile, frames, SMALLEST_RECOVERY_TILE)
@@ -277,30 +282,33 @@ def _upscale(run: _Run, frames: np.ndarray) -> np.ndarray:
             continue  # the failed pass's memory is released at the top of the loop, once exc is gone
         if tile is not None:
             run.recoveries[Stage.UPSCALE.value] = f"{tile}-px tiles"
-        return out
+        assert isinstance(made, FrameFile)  # a factor above 1 with ``out`` streams to the file
+        return made
 
 
-def _smaller_tile(tile: int | None, frames: np.ndarray, floor: int) -> int | None:
+def _smaller_tile(tile: int | None, frames: Frames, floor: int) -> int | None:
     """The next tile size after an out-of-memory, or None when already at the floor."""
     current = tile if tile else max(frames.shape[1], frames.shape[2])
     smaller = max(floor, current // 2)
     return smaller if smaller < current else None
 
 
-def _interpolate(run: _Run, frames: np.ndarray) -> np.ndarray:
+def _interpolate(run: _Run, frames: Frames) -> FrameFile:
     """INTERPOLATE; out of memory here retries at a lower flow scale, then on the CPU."""
     from steadyframe.postprocess import interpolate_frames
     from steadyframe.postprocess.rife import FLOW_SCALES
 
     plan, hooks, models, device = run.plan, run.hooks, run.models, run.device
     spec = plan.spec
+    total = interpolated_frame_count(len(frames), spec.interpolate)
+    file = run.saved.frames_path(Stage.INTERPOLATE, total * frames.shape[1] * frames.shape[2] * 3, "Frame interpolation")
     flow_scale, where = rife_flow_scale(spec.upscale), device
     while True:
         if (flow_scale, where) != (rife_flow_scale(spec.upscale), device):
             _release_memory()
         try:
-            hooks.enter_stage(Stage.INTERPOLATE, interpolated_frame_count(len(frames), spec.interpolate))
-            out = interpolate_frames(
+            hooks.enter_stage(Stage.INTERPOLATE, total)
+            made = interpolate_frames(
                 frames,
                 weights=plan.rife_weights,
                 factor=spec.interpolate,
@@ -308,6 +316,7 @@ def _interpolate(run: _Run, frames: np.ndarray) -> np.ndarray:
                 models=models,
                 on_frame=lambda i, total: hooks.step(Stage.INTERPOLATE, i, total),
                 flow_scale=flow_scale,
+                out=file,
             )
         except Exception as exc:
             if not is_out_of_memory(exc):
@@ -322,10 +331,11 @@ def _interpolate(run: _Run, frames: np.ndarray) -> np.ndarray:
             continue
         if (flow_scale, where) != (rife_flow_scale(spec.upscale), device):
             run.recoveries[Stage.INTERPOLATE.value] = f"flow scale {flow_scale}" + (" on the CPU" if where != device else "")
-        return out
+        assert isinstance(made, FrameFile)
+        return made
 
 
-def _postprocess(run: _Run, frames: np.ndarray, done: Stage | None) -> np.ndarray:
+def _postprocess(run: _Run, frames: Frames, done: Stage | None) -> Frames:
     """UPSCALE and INTERPOLATE when the spec asks for them and ``done`` (a checkpoint's stage) is before them."""
     spec, clock, saved = run.plan.spec, run.clock, run.saved
     order = list(Stage)
@@ -333,12 +343,15 @@ def _postprocess(run: _Run, frames: np.ndarray, done: Stage | None) -> np.ndarra
     if spec.upscale > 1 and finished < order.index(Stage.UPSCALE):
         with clock.stage(Stage.UPSCALE):
             frames = _upscale(run, frames)
-        saved.save_frames(Stage.UPSCALE, frames, run.plan.seed)
+        saved.commit_frames(Stage.UPSCALE, frames, run.plan.seed)
+        _release_memory()
     if spec.interpolate > 1 and finished < order.index(Stage.INTERPOLATE):
         with clock.stage(Stage.INTERPOLATE):
             frames = _interpolate(run, frames)
-        saved.save_frames(Stage.INTERPOLATE, frames, run.plan.seed)
+        saved.commit_frames(Stage.INTERPOLATE, frames, run.plan.seed)
+        _release_memory()
     return frames
+
 
 
 def _versions() -> dict[str, str]:
@@ -377,12 +390,26 @@ def run_job(
         plan = plan_job(spec, settings)
         device = resolve_device(settings.device)
         level = effective_level(memory_level, device)
-        saved = StageCheckpoints(checkpoints_dir(out_dir) if settings.stage_checkpoints else None, spec)
+        saved = StageCheckpoints(checkpoints_dir(out_dir), spec, keep=settings.stage_checkpoints)
         resume = saved.latest()
         if resume is not None:
             plan = replace(plan, seed=resume.seed)  # the seed the finished stages were made with
             saved.speed = resume.speed  # what the denoise that made them ran
     run = _Run(plan, settings, hooks, models, device, level, clock, saved)
+    try:
+        return _finish(run, resume, out_dir)
+    except BaseException:
+        if not saved.keep:  # no retry may use them; with checkpoints the dispatcher decides
+            saved.discard()
+        raise
+
+
+def _finish(run: _Run, resume: Checkpoint | None, out_dir: Path) -> JobResult:
+    """Every stage from the checkpoint (or the start) to the written outputs -> the JobResult."""
+    plan, settings, hooks, level, clock, saved, device = (
+        run.plan, run.settings, run.hooks, run.level, run.clock, run.saved, run.device
+    )  # fmt: skip
+    spec = plan.spec
     frames = _resume_or_generate(run, resume)
     frames = _postprocess(run, frames, resume.stage if resume else None)
     recoveries = run.recoveries
@@ -445,7 +472,7 @@ def run_job(
     return result
 
 
-def _resume_or_generate(run: _Run, resume: Checkpoint | None) -> np.ndarray:
+def _resume_or_generate(run: _Run, resume: Checkpoint | None) -> Frames:
     """Frames after DECODE: an earlier attempt's checkpoint when it got that far, else generated."""
     if resume is not None and resume.stage != Stage.DENOISE:
         return resume.frames()

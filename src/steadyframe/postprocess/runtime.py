@@ -16,6 +16,7 @@ import torch
 
 from steadyframe.engine.devices import resolve_device as resolve_device_name
 from steadyframe.errors import InvalidInputError, ModelUnavailableError
+from steadyframe.frame_file import FrameFile, Frames
 
 
 def resolve_device(device: str) -> torch.device:
@@ -44,9 +45,10 @@ def free_memory_bytes(device: torch.device) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def check_frames(frames: np.ndarray, what: str) -> None:
-    """Raise ``InvalidInputError`` unless ``frames`` is ``uint8 [F, H, W, 3]`` with F, H, W >= 1."""
-    if not isinstance(frames, np.ndarray):
+def check_frames(frames: Frames, what: str) -> None:
+    """Raise ``InvalidInputError`` unless ``frames`` (an array or a frame file) is ``uint8 [F, H, W, 3]``
+    with F, H, W >= 1."""
+    if not isinstance(frames, (np.ndarray, FrameFile)):
         raise InvalidInputError(f"{what} needs frames as a numpy array, got {type(frames).__name__}.")
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise InvalidInputError(

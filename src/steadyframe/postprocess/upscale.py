@@ -24,6 +24,7 @@ from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 
 from steadyframe.contracts import ModelProvider
 from steadyframe.errors import InvalidInputError, ModelUnavailableError
+from steadyframe.frame_file import FrameFile, Frames, FrameSink
 from steadyframe.postprocess.plan import ALLOWED_FACTORS
 from steadyframe.postprocess.runtime import (
     check_frames,
@@ -179,7 +180,7 @@ def load_upscaler(path: Path, device: torch.device, dtype: torch.dtype | None = 
 
 
 def upscale_frames(
-    frames: np.ndarray,
+    frames: Frames,
     *,
     weights: Path,
     scale: int,
@@ -187,10 +188,13 @@ def upscale_frames(
     models: ModelProvider,
     on_frame: Callable[[int, int], None],
     tile: int | None = None,
-) -> np.ndarray:
+    out: Path | None = None,
+) -> np.ndarray | FrameFile:
     """Upscale every frame by ``scale`` (1, 2 or 4) with the SR network in ``weights``.
 
-    ``frames``: RGB ``uint8 [F, H, W, 3]``; returns RGB ``uint8 [F, H*scale, W*scale, 3]``.
+    ``frames``: RGB ``uint8 [F, H, W, 3]`` (an array or a frame file); returns RGB
+    ``uint8 [F, H*scale, W*scale, 3]``: an array, or with ``out`` a frame file written there
+    pass by pass, so only the frames of one pass are ever in memory.
     ``scale`` may differ from the network's native scale: a ×4 net serves ×2 by upscaling ×4
     then resizing down with an antialiased bicubic filter; a ×2 net serves ×4 by running twice.
     The network is held through ``models.acquire("upscale:<file>@<device>", ...)``.
@@ -204,18 +208,20 @@ def upscale_frames(
     if scale == 1:
         for index in range(count):
             on_frame(index + 1, count)
-        return frames
+        return frames  # type: ignore[return-value]
     target = resolve_device(device)
     file = weight_file(weights, kind="upscale", what="upscaling", device=target)
-    out = np.empty((count, height * scale, width * scale, 3), dtype=np.uint8)
-    with models.acquire(file.key, lambda: load_upscaler(file.path, target), size_mb=file.size_mb) as upscaler:
+    with (
+        models.acquire(file.key, lambda: load_upscaler(file.path, target), size_mb=file.size_mb) as upscaler,
+        FrameSink(out, (count, height * scale, width * scale, 3)) as sink,
+    ):
         per_pass = upscaler.frames_per_pass(height, width, tile)
         with torch.inference_mode():
             for first in range(0, count, per_pass):
                 last = min(first + per_pass, count)
                 batch = frames_to_tensor(frames[first:last], target, upscaler.dtype)
-                out[first:last] = tensor_to_frames(upscaler.upscale(batch, scale, tile=tile))
+                sink.append(tensor_to_frames(upscaler.upscale(batch, scale, tile=tile)))
                 del batch
                 for index in range(first, last):
                     on_frame(index + 1, count)
-    return out
+        return sink.result()
