@@ -43,7 +43,7 @@ def _points(page: Page, prefix: str) -> list[list[float]]:
     return page.evaluate(TRACE_POINTS_JS, prefix)
 
 
-def _hover_text(page: Page, prefix: str, wanted: str, timeout_ms: int = 20_000) -> str:
+def _hover_text(page: Page, prefix: str, wanted: str, timeout_ms: int = 45_000) -> str:
     """Hover the newest marker of ``prefix`` until its label holds ``wanted`` (a redraw drops a label)."""
     waited = 0
     text = ""
