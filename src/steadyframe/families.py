@@ -27,6 +27,25 @@ BUILTIN_MARKER = "steadyframe-builtin.json"
 
 
 @dataclass(frozen=True)
+class ModelSizes:
+    """What a family's weights and transformer look like, for the submit-time memory estimate.
+
+    Parameter counts are the published checkpoints' file sizes divided by their 2-byte dtype
+    (THUDM repos on the Hub: transformer 3.39 GB for 2b, 11.1 GB for the 5b models; text encoder
+    T5-XXL 9.52 GB; VAE 431 MB). The tiny ones are the built-in folders' float32 files / 4.
+    """
+
+    transformer_params: int
+    text_encoder_params: int
+    vae_params: int
+    hidden_size: int  # transformer width: attention heads x head dim
+    num_layers: int  # transformer blocks (group offload holds about two at a time)
+    text_encoder_layers: int = 24  # T5-XXL encoder blocks
+    patch_size: int = 2  # latent pixels per token side
+    patch_size_t: int = 1  # latent frames per token (2 for 1.5 models)
+
+
+@dataclass(frozen=True)
 class Family:
     """The rules of one model family; sizes are in pixels, ``frame_step`` gives N*step+1 frames."""
 
@@ -45,6 +64,7 @@ class Family:
     fps: int
     dtype: DtypeName
     scheduler: SchedulerName
+    sizes: ModelSizes
     repo_id: str | None = None
     builtin: bool = False
     description: str = ""
@@ -58,6 +78,12 @@ class Family:
     def test_noise(self) -> bool:
         """Built-in tiny models have random weights: their output is noise, for tests only."""
         return self.builtin
+
+    def dtype_on(self, device: str) -> DtypeName:
+        """The dtype weights load in on ``device``: fp16 off CUDA becomes fp32 (CPU half kernels are slow or missing)."""
+        if not device.strip().lower().startswith("cuda") and self.dtype == "float16":
+            return "float32"
+        return self.dtype
 
     def default_frames_for(self, mode: Mode) -> int:
         """The frame count a job gets when it asks for none."""
@@ -127,11 +153,22 @@ class Family:
         }
 
 
-def _v10(name: str, task: Task, dtype: DtypeName, scheduler: SchedulerName, description: str) -> Family:
+# The one place for the real families' sizes (see ModelSizes): T5-XXL encoder 4.76 B, VAE 0.22 B.
+_T5_XXL_PARAMS = 4_760_000_000
+_VAE_PARAMS = 215_000_000
+SIZES_2B = ModelSizes(1_695_000_000, _T5_XXL_PARAMS, _VAE_PARAMS, hidden_size=30 * 64, num_layers=30)
+SIZES_5B = ModelSizes(5_570_000_000, _T5_XXL_PARAMS, _VAE_PARAMS, hidden_size=48 * 64, num_layers=42)
+SIZES_15_5B = ModelSizes(5_570_000_000, _T5_XXL_PARAMS, _VAE_PARAMS, hidden_size=48 * 64, num_layers=42, patch_size_t=2)
+# The built-in tiny models (engine/tiny_models.py): about 1 MB of float32 files in all.
+SIZES_TINY = ModelSizes(60_000, 20_000, 185_000, hidden_size=2 * 16, num_layers=2, text_encoder_layers=1)
+SIZES_TINY_15 = ModelSizes(60_000, 20_000, 185_000, hidden_size=2 * 16, num_layers=2, text_encoder_layers=1, patch_size_t=2)
+
+
+def _v10(name: str, task: Task, dtype: DtypeName, scheduler: SchedulerName, sizes: ModelSizes, description: str) -> Family:
     return Family(
         name=name, task=task, generation="1.0", default_width=720, default_height=480, fixed_resolution=True,
         min_side=480, max_side=720, size_multiple=16, frame_step=8, default_frames=49, max_frames=49, fps=8,
-        dtype=dtype, scheduler=scheduler, repo_id=f"THUDM/{name}", description=description,
+        dtype=dtype, scheduler=scheduler, sizes=sizes, repo_id=f"THUDM/{name}", description=description,
     )  # fmt: skip
 
 
@@ -139,7 +176,7 @@ def _v15(name: str, task: Task, description: str) -> Family:
     return Family(
         name=name, task=task, generation="1.5", default_width=1360, default_height=768, fixed_resolution=False,
         min_side=768, max_side=1360, size_multiple=16, frame_step=16, default_frames=81, max_frames=161, fps=16,
-        dtype="bfloat16", scheduler="dpm", repo_id=f"THUDM/{name}", description=description,
+        dtype="bfloat16", scheduler="dpm", sizes=SIZES_15_5B, repo_id=f"THUDM/{name}", description=description,
     )  # fmt: skip
 
 
@@ -149,15 +186,15 @@ def _tiny(name: str, task: Task, generation: Generation, scheduler: SchedulerNam
         name=name, task=task, generation=generation, default_width=96, default_height=64,
         fixed_resolution=not v15, min_side=32, max_side=160, size_multiple=16,
         frame_step=16 if v15 else 8, default_frames=17 if v15 else 9, max_frames=33 if v15 else 17,
-        fps=16 if v15 else 8, dtype="float32", scheduler=scheduler, builtin=True,
+        fps=16 if v15 else 8, dtype="float32", scheduler=scheduler, sizes=SIZES_TINY_15 if v15 else SIZES_TINY, builtin=True,
         description="built-in random weights, output is test noise; " + description,
     )  # fmt: skip
 
 
 REAL_FAMILIES: tuple[Family, ...] = (
-    _v10("CogVideoX-2b", "t2v", "float16", "ddim", "text/video-to-video, 720×480, 6 s at 8 fps"),
-    _v10("CogVideoX-5b", "t2v", "bfloat16", "dpm", "text/video-to-video, 720×480, 6 s at 8 fps"),
-    _v10("CogVideoX-5b-I2V", "i2v", "bfloat16", "dpm", "image-to-video, 720×480 only, 6 s at 8 fps"),
+    _v10("CogVideoX-2b", "t2v", "float16", "ddim", SIZES_2B, "text/video-to-video, 720×480, 6 s at 8 fps"),
+    _v10("CogVideoX-5b", "t2v", "bfloat16", "dpm", SIZES_5B, "text/video-to-video, 720×480, 6 s at 8 fps"),
+    _v10("CogVideoX-5b-I2V", "i2v", "bfloat16", "dpm", SIZES_5B, "image-to-video, 720×480 only, 6 s at 8 fps"),
     _v15("CogVideoX1.5-5b", "t2v", "text/video-to-video up to 1360×768, 5-10 s at 16 fps"),
     _v15("CogVideoX1.5-5b-I2V", "i2v", "image-to-video up to 1360×768, 5-10 s at 16 fps"),
 )

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard")
     max_video_seconds: float = Field(120.0, gt=0)
     max_prompt_chars: int = Field(2000, gt=0)
+    # What one job may use (README "Resource estimate"): a job whose estimate exceeds it is refused with 422.
+    job_ram_limit_mb: float = Field(0.0, ge=0, description="host RAM a job may use; 0 = this machine's (or its cgroup's)")
+    job_vram_limit_mb: float = Field(0.0, ge=0, description="GPU memory a job may use; 0 = the largest GPU's")
+    job_disk_limit_mb: float = Field(0.0, ge=0, description="disk a job may use; 0 = the outputs folder's free space")
 
     # --- execution ---------------------------------------------------------------------
     workers: int | None = Field(None, description="worker processes; default one per visible GPU, one on CPU")

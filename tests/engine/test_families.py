@@ -153,7 +153,8 @@ def test_presets_are_complete_and_documented():
 def test_torch_free_modules_do_not_import_torch():
     code = (
         "import sys; import steadyframe.families, steadyframe.media, steadyframe.video_io, "
-        "steadyframe.presets, steadyframe.engine, steadyframe.engine.plan, steadyframe.cli; "
+        "steadyframe.presets, steadyframe.engine, steadyframe.engine.plan, steadyframe.engine.memory_levels, "
+        "steadyframe.estimate, steadyframe.capacity, steadyframe.cli; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -25,10 +25,8 @@ _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torc
 
 
 def torch_dtype(family: Family, device: str) -> torch.dtype:
-    """The family's dtype; fp16 on a CPU becomes fp32 (CPU kernels for half precision are slow or missing)."""
-    if not device.startswith("cuda") and family.dtype == "float16":
-        return torch.float32
-    return _DTYPES[family.dtype]
+    """The family's dtype on ``device`` (the rule is ``Family.dtype_on``: the estimate reads it too)."""
+    return _DTYPES[family.dtype_on(device)]
 
 
 def locate_weights(ref: ModelRef, settings: Settings) -> Path:

@@ -81,7 +81,11 @@ class MemoryLevel:
     requires: Callable[[], bool] = lambda: True
 
     def runs_on(self, device: str) -> bool:
-        return _device_type(device) in self.device_types and self.requires()
+        return self.fits_device(device) and self.requires()
+
+    def fits_device(self, device: str) -> bool:
+        """Whether ``device``'s type can run this level, before asking torch for the level's needs."""
+        return _device_type(device) in self.device_types
 
 
 MEMORY_LEVELS_TABLE: tuple[MemoryLevel, ...] = (
@@ -107,6 +111,13 @@ def level(number: int) -> MemoryLevel:
 def applicable_levels(device: str) -> list[int]:
     """The levels worth trying on ``device``, lowest first."""
     return [entry.number for entry in MEMORY_LEVELS_TABLE if entry.runs_on(device)]
+
+
+def device_levels(device: str) -> list[int]:
+    """The levels ``device``'s type can run, lowest first, without importing torch (the server's
+    estimate). The one requirement it cannot see, torch's float8 for level 2, every torch this
+    project allows has (pyproject: torch >= 2.6; float8_e4m3fn arrived in 2.1)."""
+    return [entry.number for entry in MEMORY_LEVELS_TABLE if entry.fits_device(device)]
 
 
 def effective_level(requested: int, device: str) -> int:

@@ -62,6 +62,9 @@ class JobRecord:
     cancel_requested: bool = False
     worker_id: str | None = None
     waiting_for: str | None = None  # queued, held back until this catalog model's pull finishes
+    # The resources estimated at submit (estimate.JobEstimate.to_dict()): kept, not recomputed on
+    # each read, so the view shows the figures the job was accepted on and a poll stays cheap.
+    estimate: dict[str, Any] | None = None
 
 
 class JobStore(ABC):
@@ -73,10 +76,12 @@ class JobStore(ABC):
         idempotency_key: str | None = None,
         client: str | None = None,
         waiting_for: str | None = None,
+        estimate: dict[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Queue a job; with a known ``idempotency_key`` return that job instead. -> (job, created).
         ``client`` (a token hash or an address) is kept for per-client quotas; ``waiting_for`` (a
-        catalog model name) holds it back from workers until ``release_waiting``."""
+        catalog model name) holds it back from workers until ``release_waiting``; ``estimate`` is
+        kept with the job as it is."""
 
     @abstractmethod
     def get(self, job_id: str) -> JobRecord | None: ...

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     worker_id TEXT,
     client TEXT,
-    waiting_for TEXT
+    waiting_for TEXT,
+    estimate TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS learned_levels (
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS learned_levels (
 
 _COLUMNS = (
     "id, status, spec, attempt, stage, step, total, created_at, started_at, finished_at, "
-    "result, error, idempotency_key, cancel_requested, worker_id, waiting_for"
+    "result, error, idempotency_key, cancel_requested, worker_id, waiting_for, estimate"
 )
 
 _TERMINAL = tuple(s.value for s in JobStatus if s.terminal)
@@ -82,6 +83,7 @@ def _row_to_record(row: sqlite3.Row) -> JobRecord:
         cancel_requested=bool(row["cancel_requested"]),
         worker_id=row["worker_id"],
         waiting_for=row["waiting_for"],
+        estimate=json.loads(row["estimate"]) if row["estimate"] else None,
     )
 
 
@@ -105,6 +107,8 @@ class SqliteJobStore(JobStore):
                 self._conn.execute("ALTER TABLE jobs ADD COLUMN client TEXT")
             if "waiting_for" not in columns:  # a table from before model pulls
                 self._conn.execute("ALTER TABLE jobs ADD COLUMN waiting_for TEXT")
+            if "estimate" not in columns:  # a table from before submit-time estimates
+                self._conn.execute("ALTER TABLE jobs ADD COLUMN estimate TEXT")
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -137,6 +141,7 @@ class SqliteJobStore(JobStore):
         idempotency_key: str | None = None,
         client: str | None = None,
         waiting_for: str | None = None,
+        estimate: dict[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         with self._transaction() as conn:
             if idempotency_key is not None:
@@ -147,9 +152,12 @@ class SqliteJobStore(JobStore):
                     return _row_to_record(row), False
             job_id = new_job_id()
             conn.execute(
-                "INSERT INTO jobs (id, status, spec, created_at, idempotency_key, client, waiting_for) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job_id, JobStatus.QUEUED.value, json.dumps(spec), time.time(), idempotency_key, client, waiting_for),
+                "INSERT INTO jobs (id, status, spec, created_at, idempotency_key, client, waiting_for, estimate) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id, JobStatus.QUEUED.value, json.dumps(spec), time.time(), idempotency_key, client,
+                    waiting_for, json.dumps(estimate) if estimate is not None else None,
+                ),  # fmt: skip
             )
             record = self._fetch(conn, job_id)
         assert record is not None

@@ -17,6 +17,7 @@ from steadyframe.server.context import OUTPUT_FILES, ServerContext
 from steadyframe.server.guard import client_key
 from steadyframe.server.job_service import IdempotencyConflict, JobRejected, QueueFull
 from steadyframe.server.schemas import (
+    EstimateView,
     JobAccepted,
     JobCreate,
     JobList,
@@ -98,11 +99,29 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
             )
         except IdempotencyConflict as exc:
             return problem(409, str(exc), "Use a new Idempotency-Key for a different job.")
-        accepted = JobAccepted(id=record.id, status=record.status.value, position=ctx.jobs.position(record.id))
+        estimate = EstimateView.model_validate(record.estimate) if record.estimate else None
+        accepted = JobAccepted(
+            id=record.id, status=record.status.value, position=ctx.jobs.position(record.id), estimate=estimate
+        )
         headers = {"Location": f"/v1/jobs/{record.id}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(accepted.model_dump(), status_code=202, headers=headers)
+
+    @router.post(
+        "/jobs/estimate",
+        response_model=EstimateView,
+        responses={422: {"model": ProblemView, "description": "invalid, or cannot fit this machine"}},
+        tags=["jobs"],
+    )
+    def estimate_job(body: JobCreate):
+        """What the job would need (RAM, GPU memory, disk), without queueing it. 422 as ``POST /v1/jobs``
+        would answer: an invalid job, or one that cannot fit this machine even at the highest memory level."""
+        try:
+            prepared = ctx.jobs.prepare(body)
+        except JobRejected as exc:
+            return JSONResponse(validation_problem(exc.errors, exc.advice), status_code=422)
+        return EstimateView.model_validate(prepared.estimate.to_dict())
 
     @router.get("/jobs", response_model=JobList, tags=["jobs"])
     def list_jobs(

@@ -7,13 +7,16 @@ runs, enforces the queue cap, talks to the job store and wakes the dispatcher.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from steadyframe.catalog import CatalogEntry, NotInCatalog, api_entry, entry_state
+from steadyframe.capacity import Capacity, machine_capacity
+from steadyframe.catalog import CatalogEntry, NotInCatalog, api_entry, entry_ref, entry_state
 from steadyframe.engine.plan import plan_job
+from steadyframe.estimate import JobEstimate, JobShape, estimate_job, estimate_plan, fit_problem
 from steadyframe.errors import InvalidInputError, ModelUnavailableError
 from steadyframe.jobs.base import JobRecord, JobStatus, JobStore
 from steadyframe.pull import PullFailed
@@ -21,7 +24,7 @@ from steadyframe.server.pulls import CannotPull, PullManager
 from steadyframe.server.schemas import JobCreate
 from steadyframe.server.uploads import UploadStore
 from steadyframe.settings import Settings
-from steadyframe.spec import JobSpec
+from steadyframe.spec import JobSpec, Mode
 
 
 class Wakeable(Protocol):
@@ -60,6 +63,14 @@ class IdempotencyConflict(Exception):
         return f"this Idempotency-Key already belongs to job {self.job_id}, which asked for something else"
 
 
+@dataclass(frozen=True)
+class PreparedJob:
+    """A request that may be queued: the stored spec and the resources it was estimated to need."""
+
+    spec: dict[str, Any]
+    estimate: JobEstimate
+
+
 def _field_error(loc: str, message: str, kind: str = "value_error") -> dict[str, Any]:
     return {"loc": ["body", loc], "msg": message, "type": kind}
 
@@ -77,16 +88,20 @@ class JobService:
         uploads: UploadStore,
         dispatcher: Wakeable | None,
         pulls: PullManager | None = None,
+        capacity: Callable[[], Capacity] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.uploads = uploads
         self.dispatcher = dispatcher
         self.pulls = pulls
+        # What one job may use, read at each submit (free disk changes; the GPU's size is cached).
+        self.capacity = capacity or (lambda: machine_capacity(settings))
         self._submit_lock = threading.Lock()
 
-    def build_spec(self, request: JobCreate) -> dict[str, Any]:
-        """The stored job spec for ``request``, or ``JobRejected`` with field errors."""
+    def prepare(self, request: JobCreate) -> PreparedJob:
+        """The stored spec for ``request`` and its estimate, or ``JobRejected`` (with field errors,
+        or with the numbers when it cannot fit this machine even at the highest memory level)."""
         errors: list[dict[str, Any]] = []
         if len(request.prompt) > self.settings.max_prompt_chars:
             errors.append(
@@ -128,16 +143,50 @@ class JobService:
                 {"loc": ["body", *[str(p) for p in e["loc"]]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
             ]
             raise JobRejected(details[0]["msg"], "Fix the fields listed and send the job again.", details) from None
-        self._check_against_model(spec)
-        return spec.model_dump(mode="json")
+        estimate = self._check_against_model(spec)
+        return PreparedJob(spec.model_dump(mode="json"), estimate)
 
-    def _check_against_model(self, spec: JobSpec) -> None:
-        """Reject now what the worker would reject (family rules, inputs, weight files): nothing is queued."""
+    def build_spec(self, request: JobCreate) -> dict[str, Any]:
+        """The stored job spec for ``request`` (see ``prepare``)."""
+        return self.prepare(request).spec
+
+    def _check_against_model(self, spec: JobSpec) -> JobEstimate:
+        """Reject now what the worker would reject (family rules, inputs, weight files) and what
+        cannot fit this machine: nothing is queued. -> the job's estimate."""
         try:
-            plan_job(spec, self.settings)
+            plan = plan_job(spec, self.settings)
         except (InvalidInputError, ModelUnavailableError) as exc:
             detail = [{"loc": ["body"], "msg": exc.message, "type": exc.kind.value}]
             raise JobRejected(exc.message, exc.advice or "Fix the job and send it again.", detail) from None
+        capacity = self.capacity()
+        estimate = estimate_plan(plan, self.settings, capacity.device_type)
+        self._refuse_if_too_big(estimate, capacity)
+        return estimate
+
+    @staticmethod
+    def _refuse_if_too_big(estimate: JobEstimate, capacity: Capacity) -> None:
+        problem = fit_problem(estimate, capacity)
+        if problem is not None:
+            detail = [{"loc": ["body"], "msg": problem.message, "type": f"too_large_{problem.resource}"}]
+            raise JobRejected(problem.message, problem.advice, detail)
+
+    def estimate_form(
+        self, model: str | None, mode: Mode, num_frames: int | None, upscale: int, interpolate: int
+    ) -> JobEstimate:
+        """The estimate for the UI's form values (no prompt or input file needed yet): the model's
+        default size, ``num_frames`` (None = its default). Raises JobRejected like a submit would."""
+        try:
+            entry = api_entry(model, self.settings, mode)
+            frames = num_frames or entry.family.default_frames_for(mode)
+            entry.family.check_frames(frames, mode)
+        except InvalidInputError as exc:
+            raise JobRejected(exc.message, exc.advice or "", [_field_error("num_frames", exc.message)]) from None
+        family = entry.family
+        shape = JobShape(family, frames, family.default_width, family.default_height, upscale, interpolate)
+        capacity = self.capacity()
+        estimate = estimate_job(shape, entry_ref(entry, self.settings), self.settings, capacity.device_type)
+        self._refuse_if_too_big(estimate, capacity)
+        return estimate
 
     def _model_wait(self, request: JobCreate) -> str | None:
         """The catalog name the job must wait for (its pull started or joined), or None when the
@@ -169,7 +218,8 @@ class JobService:
         """Queue ``request`` for ``client`` (a token hash or an address; None = not counted per client).
         -> (job, created). Raises ``JobRejected``, ``QueueFull``, ``IdempotencyConflict``.
         A job for a catalog model that is not downloaded waits in the queue for its pull."""
-        spec = self.build_spec(request)
+        prepared = self.prepare(request)
+        spec = prepared.spec
         earlier = self.store.find_by_idempotency_key(idempotency_key) if idempotency_key else None
         waiting_for = self._model_wait(request) if earlier is None else None
         with self._submit_lock:
@@ -186,7 +236,11 @@ class JobService:
                 record, created = earlier, False
             else:
                 record, created = self.store.submit(
-                    spec, idempotency_key=idempotency_key, client=client, waiting_for=waiting_for
+                    spec,
+                    idempotency_key=idempotency_key,
+                    client=client,
+                    waiting_for=waiting_for,
+                    estimate=prepared.estimate.to_dict(),
                 )
         if not created and record.spec != spec:
             raise IdempotencyConflict(record.id)

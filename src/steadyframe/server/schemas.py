@@ -59,10 +59,31 @@ JobCreate = create_model(
 )
 
 
+class LevelEstimateView(BaseModel):
+    level: int
+    description: str
+    ram_mb: float
+    vram_mb: float | None = Field(None, description="null on a CPU-only device")
+
+
+class EstimateView(BaseModel):
+    """What a job is estimated to need (README "Resource estimate"): a model, not a measurement."""
+
+    device: str = Field(..., description="the kind of device its worker runs on: cpu, cuda, mps")
+    level: int = Field(..., description="the memory level ram_mb/vram_mb are for: the highest this server may use")
+    ram_mb: float
+    vram_mb: float | None = Field(None, description="null on a CPU-only device")
+    disk_mb: float = Field(..., description="peak bytes in the job's folder: stage frame files, MP4 and GIF")
+    weights_mb: float = Field(..., description="the model's weights at the dtype they load in")
+    weights_source: str = Field(..., description='"files" (on disk) or "family figure" (published sizes)')
+    levels: list[LevelEstimateView] = Field(default_factory=list, description="the figures at each level")
+
+
 class JobAccepted(BaseModel):
     id: str
     status: str
     position: int | None = Field(None, description="0-based place in the queue (0 = next)")
+    estimate: EstimateView | None = None
 
 
 class ProgressView(BaseModel):
@@ -117,6 +138,7 @@ class JobView(BaseModel):
     result: ResultView | None = None
     error: ErrorView | None = None
     waiting: "WaitingView | None" = Field(None, description="queued behind its model's download")
+    estimate: EstimateView | None = Field(None, description="resources estimated at submit")
 
 
 class JobList(BaseModel):

@@ -13,6 +13,7 @@ from steadyframe.catalog import catalog
 from steadyframe.postprocess.plan import ALLOWED_FACTORS
 from steadyframe.presets import PRESETS
 from steadyframe.server.context import ServerContext
+from steadyframe.server.ui_estimate import ESTIMATE_HINT
 from steadyframe.server.ui_handlers import DEFAULT_MODEL, OutputStaging, UIHandlers
 from steadyframe.server.ui_models import build_models_tab
 from steadyframe.server.ui_memory import MEMORY_CSS, MemoryTimeline, open_linked_job
@@ -87,6 +88,7 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
                                     0.05, 1.0, value=0.8, step=0.05, label="Strength (how far from the input)"
                                 )
                                 v2v_btn = gr.Button("Generate", variant="primary", elem_id="generate-v2v")
+                        estimate_line = gr.Markdown(ESTIMATE_HINT, elem_id="estimate")
                         with gr.Accordion("Options", open=False):
                             model = gr.Dropdown(
                                 model_choices, value=DEFAULT_MODEL, label="Model", allow_custom_value=True,
@@ -162,6 +164,11 @@ def build_ui(ctx: ServerContext, staging: OutputStaging) -> gr.Blocks:
             api_name="generate_v2v",
             concurrency_limit=None,
         )
+        estimate_inputs = [model, frames, upscale, interpolate]
+        estimate_line_args = dict(fn=handlers.estimate, inputs=estimate_inputs, outputs=[estimate_line])
+        for changed in estimate_inputs:
+            changed.change(**estimate_line_args, api_name=False, show_progress="hidden")
+        demo.load(**estimate_line_args, api_name="estimate", show_progress="hidden")
         cancel_btn.click(handlers.cancel, [job_id], [status], api_name="cancel", concurrency_limit=None)
         enhance_btn.click(handlers.enhance, [prompt], [prompt], api_name="enhance_prompt", concurrency_limit=None)
 

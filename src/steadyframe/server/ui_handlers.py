@@ -30,6 +30,7 @@ from steadyframe.server.prompt_enhance import PromptEnhanceError, enhance_prompt
 from steadyframe.server.guard import client_key
 from steadyframe.server.schemas import JobCreate
 from steadyframe.server.system_info import server_process, swap_and_ram_mb, worker_processes
+from steadyframe.server.ui_estimate import form_estimate, summary as estimate_summary
 from steadyframe.server.ui_memory import profile_html
 from steadyframe.server.uploads import UnsupportedMediaType, UploadTooLarge
 from steadyframe.stages import stage_words
@@ -149,6 +150,8 @@ def status_card(record: JobRecord, ctx: ServerContext, position: int | None = No
         lines.append(profile_html(error.memory_profile))
     elif status == JobStatus.CANCELLED:
         lines.append("<div class='sf-cancelled'>Cancelled.</div>")
+    if record.estimate and not status.terminal:
+        lines.append(f"<div class='sf-muted sf-estimate'>{_esc(estimate_summary(record.estimate))}</div>")
     return f"<div class='{css}'>" + "".join(lines) + "</div>"
 
 
@@ -236,12 +239,16 @@ class UIHandlers:
         try:
             record, _ = self.ctx.jobs.submit(request, client=client)
         except JobRejected as exc:
-            raise gr.Error(_esc(f"{exc.message}. {exc.advice}"), title="Invalid input") from None
+            raise gr.Error(_esc(f"{exc.message.rstrip('.')}. {exc.advice}"), title="Invalid input") from None
         except QueueFull as exc:
             raise gr.Error(_esc(f"{exc}: try again in {exc.retry_after_s} s."), title="Server busy") from None
         except IdempotencyConflict as exc:  # the UI sends no key; kept for completeness of the mapping
             raise gr.Error(_esc(str(exc))) from None
         return record
+
+    def estimate(self, model: str | None, frames: Any, upscale: Any, interpolate: Any) -> str:
+        """The line under Generate: what a job with these options needs, or why it would be refused."""
+        return form_estimate(self.ctx, None if model in (None, "", DEFAULT_MODEL) else model, frames, upscale, interpolate)
 
     # --- following a job ----------------------------------------------------------------
 

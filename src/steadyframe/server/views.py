@@ -7,7 +7,15 @@ from typing import Any
 from steadyframe.jobs.base import JobRecord, JobStatus
 from steadyframe.server.profile_views import memory_profile_view
 from steadyframe.server.pulls import PullManager
-from steadyframe.server.schemas import DownloadView, ErrorView, JobView, ProgressView, ResultView, WaitingView
+from steadyframe.server.schemas import (
+    DownloadView,
+    ErrorView,
+    EstimateView,
+    JobView,
+    ProgressView,
+    ResultView,
+    WaitingView,
+)
 from steadyframe.server.uploads import UploadStore
 
 # Spec fields that hold machine paths: replaced by upload ids or dropped before leaving the server.
@@ -94,4 +102,5 @@ def job_view(
         result=result,
         error=error,
         waiting=waiting,
+        estimate=EstimateView.model_validate(record.estimate) if record.estimate else None,
     )
