@@ -48,16 +48,17 @@ def _hover_text(page: Page, prefix: str, wanted: str, timeout_ms: int = 45_000) 
     waited = 0
     text = ""
     while waited < timeout_ms:
+        page.locator("#memory-timeline").scroll_into_view_if_needed()
         points = _points(page, prefix)
         if points:
-            page.mouse.move(*points[-1])
-            page.wait_for_timeout(200)
+            page.mouse.move(*points[-1], steps=4)  # a few mouse events: a loaded page may miss one
+            page.wait_for_timeout(600)
             text = page.locator("#memory-timeline .hoverlayer").text_content() or ""
             if wanted in text:
                 return text
             page.mouse.move(5, 5)
         page.wait_for_timeout(300)
-        waited += 500
+        waited += 900
     raise AssertionError(f"hovering {prefix!r} never showed {wanted!r}; last label: {text!r}")
 
 

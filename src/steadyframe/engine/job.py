@@ -46,11 +46,20 @@ SMALLEST_RECOVERY_TILE = 64  # upscale tiles halve after an out-of-memory down t
 
 
 def _release_memory() -> None:
-    """Give what a finished or failed stage freed back to the OS (gc, CUDA cache, malloc_trim)
-    before the next stage or retry, so a job's peak is its largest stage, not their sum."""
-    from steadyframe.worker.memory import cleanup
+    """Give a failed attempt's memory back before the stage retries (the model stays loaded)."""
+    import gc
 
-    cleanup()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _return_freed_memory() -> None:
+    """What a finished stage freed goes back to the OS before the next stage, so a job's peak is
+    its largest stage, not their sum (the worker's one trim: CUDA cache, malloc_trim)."""
+    from steadyframe.worker.memory import trim
+
+    trim()
 
 
 class _Clock:
@@ -246,7 +255,7 @@ def _generate(run: _Run, latents: torch.Tensor | None) -> FrameFile:
         del latents, pipe  # the provider alone decides whether the pipeline stays loaded
     decoded = saved.write_frames(Stage.DECODE, frames, plan.seed)  # from here on, frames stream from disk
     del frames
-    _release_memory()  # the VAE's activations for the whole clip
+    _return_freed_memory()  # the VAE's activations for the whole clip
     return decoded
 
 
@@ -344,12 +353,12 @@ def _postprocess(run: _Run, frames: Frames, done: Stage | None) -> Frames:
         with clock.stage(Stage.UPSCALE):
             frames = _upscale(run, frames)
         saved.commit_frames(Stage.UPSCALE, frames, run.plan.seed)
-        _release_memory()
+        _return_freed_memory()
     if spec.interpolate > 1 and finished < order.index(Stage.INTERPOLATE):
         with clock.stage(Stage.INTERPOLATE):
             frames = _interpolate(run, frames)
         saved.commit_frames(Stage.INTERPOLATE, frames, run.plan.seed)
-        _release_memory()
+        _return_freed_memory()
     return frames
 
 

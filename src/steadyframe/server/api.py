@@ -92,7 +92,7 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
         try:
             record, created = ctx.jobs.submit(body, idempotency_key=idempotency_key, client=client_key(request.scope))
         except JobRejected as exc:
-            return JSONResponse(validation_problem(exc.errors, exc.advice), status_code=422)
+            return JSONResponse(validation_problem(exc.errors, exc.advice), status_code=exc.status)
         except QueueFull as exc:
             return problem(
                 429, str(exc), f"Try again in {exc.retry_after_s} s.", headers={"Retry-After": str(exc.retry_after_s)}
@@ -111,7 +111,10 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
     @router.post(
         "/jobs/estimate",
         response_model=EstimateView,
-        responses={422: {"model": ProblemView, "description": "invalid, or cannot fit this machine"}},
+        responses={
+            422: {"model": ProblemView, "description": "invalid, or cannot fit this machine"},
+            507: {"model": ProblemView, "description": "its frames do not fit the free disk now"},
+        },
         tags=["jobs"],
     )
     def estimate_job(body: JobCreate):
@@ -120,7 +123,7 @@ def build_api_router(ctx: ServerContext) -> APIRouter:
         try:
             prepared = ctx.jobs.prepare(body)
         except JobRejected as exc:
-            return JSONResponse(validation_problem(exc.errors, exc.advice), status_code=422)
+            return JSONResponse(validation_problem(exc.errors, exc.advice), status_code=exc.status)
         return EstimateView.model_validate(prepared.estimate.to_dict())
 
     @router.get("/jobs", response_model=JobList, tags=["jobs"])

@@ -38,6 +38,8 @@ class JobRejected(Exception):
     message: str
     advice: str
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # 422: the job is wrong for this server; 507: its frames do not fit the disk's free space now
+    status: int = 422
 
     def __str__(self) -> str:
         return self.message
@@ -168,7 +170,10 @@ class JobService:
         problem = fit_problem(estimate, capacity)
         if problem is not None:
             detail = [{"loc": ["body"], "msg": problem.message, "type": f"too_large_{problem.resource}"}]
-            raise JobRejected(problem.message, problem.advice, detail)
+            # Free disk comes and goes (the API answers a full disk with 507 everywhere); a job over
+            # the operator's disk cap, or over RAM or GPU memory, cannot fit this machine: 422.
+            short_now = problem.resource == "disk" and capacity.disk is not None and capacity.disk.source == "machine"
+            raise JobRejected(problem.message, problem.advice, detail, status=507 if short_now else 422)
 
     def estimate_form(
         self, model: str | None, mode: Mode, num_frames: int | None, upscale: int, interpolate: int

@@ -49,6 +49,18 @@ def cleanup() -> None:
         trim(0)  # type: ignore[operator]
 
 
+def trim() -> None:
+    """Return what is already freed to the OS between stages: the CUDA cache and malloc_trim(0).
+    No gc here: a collection mid-job runs every pending finalizer on the job's thread; in a Ray
+    actor a job once stalled inside that gc.collect() until the stall timeout (Ray fault matrix)."""
+    torch = _torch()
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    trim_heap = _libc_malloc_trim()
+    if trim_heap is not None:
+        trim_heap(0)  # type: ignore[operator]
+
+
 def rss_mb(pid: int | None = None) -> float:
     """Resident set size of a process (this one by default), MB."""
     return psutil.Process(pid).memory_info().rss / _MB
