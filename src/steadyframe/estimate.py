@@ -29,7 +29,8 @@ it is derived from:
 - **disk**: the latents, plus the largest of: two consecutive stage files (``decode.npy``,
   ``upscale.npy``, ``interpolate.npy``; a stage's input is deleted once its output is complete),
   or the last one with the MP4 (frames × W × H × 3 / 50, generous for crf 18) and the GIF preview.
-- **baseline**: a worker with torch and diffusers imported, about 900 MB RSS (measured: DESIGN.md).
+- **baseline**: a worker with torch and diffusers imported, about 900 MB RSS (773 MB after its
+  imports, docs/architecture.md; 798-835 MB as a job starts, tests/resilience/test_bounded_memory.py).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ _ELEMENT_BYTES: dict[DtypeName, int] = {"float16": 2, "bfloat16": 2, "float32": 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _COMPONENTS = ("transformer", "text_encoder", "vae")
 
-WORKER_BASELINE_MB = 900.0  # a worker's RSS after importing torch + diffusers (DESIGN.md, measured)
+WORKER_BASELINE_MB = 900.0  # a worker's RSS with torch + diffusers imported (see the docstring's baseline)
 LATENT_CHANNELS = 16
 VAE_SPATIAL = 8  # pixels per latent pixel side
 VAE_TEMPORAL = 4  # frames per latent frame

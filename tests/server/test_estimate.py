@@ -255,3 +255,20 @@ def test_a_finished_job_panel_leaves_the_estimate_out() -> None:
     assert "Needs about 2.0 GB of RAM, 150 MB of disk at memory level 1." in status_card(queued, None)  # type: ignore[arg-type]
     done = JobRecord("abc", JobStatus.CANCELLED, {}, estimate=estimate)
     assert "Needs about" not in status_card(done, None)  # type: ignore[arg-type]
+
+
+def test_a_retried_request_gets_its_job_even_when_the_disk_filled_since(tmp_path: Path) -> None:
+    from steadyframe.capacity import Capacity, Figure
+
+    with _app(tmp_path) as (client, store, settings):
+        key = {"Idempotency-Key": "retry-after-the-disk-filled"}
+        first = client.post("/v1/jobs", json={"prompt": "a fox"}, headers=key)
+        assert first.status_code == 202
+        jobs = client.app.state.ctx.jobs  # type: ignore[attr-defined]
+        jobs.capacity = lambda: Capacity("cpu", Figure(64_000, "machine"), None, Figure(0.0, "machine"))
+        replayed = client.post("/v1/jobs", json={"prompt": "a fox"}, headers=key)
+        assert replayed.status_code == 202 and replayed.json()["id"] == first.json()["id"]
+        assert replayed.headers["Idempotent-Replayed"] == "true"
+        fresh = client.post("/v1/jobs", json={"prompt": "a fox"}, headers={"Idempotency-Key": "a new one"})
+        assert fresh.status_code == 507 and fresh.json()["errors"][0]["type"] == "too_large_disk"
+        assert [r.id for r in store.list()] == [first.json()["id"]]

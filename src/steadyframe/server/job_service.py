@@ -71,6 +71,7 @@ class PreparedJob:
 
     spec: dict[str, Any]
     estimate: JobEstimate
+    capacity: Capacity
 
 
 def _field_error(loc: str, message: str, kind: str = "value_error") -> dict[str, Any]:
@@ -101,9 +102,10 @@ class JobService:
         self.capacity = capacity or (lambda: machine_capacity(settings))
         self._submit_lock = threading.Lock()
 
-    def prepare(self, request: JobCreate) -> PreparedJob:
+    def prepare(self, request: JobCreate, *, check_fit: bool = True) -> PreparedJob:
         """The stored spec for ``request`` and its estimate, or ``JobRejected`` (with field errors,
-        or with the numbers when it cannot fit this machine even at the highest memory level)."""
+        or, with ``check_fit``, the numbers when it cannot fit this machine even at the highest
+        memory level)."""
         errors: list[dict[str, Any]] = []
         if len(request.prompt) > self.settings.max_prompt_chars:
             errors.append(
@@ -145,25 +147,21 @@ class JobService:
                 {"loc": ["body", *[str(p) for p in e["loc"]]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
             ]
             raise JobRejected(details[0]["msg"], "Fix the fields listed and send the job again.", details) from None
-        estimate = self._check_against_model(spec)
-        return PreparedJob(spec.model_dump(mode="json"), estimate)
+        estimate, capacity = self._check_against_model(spec)
+        if check_fit:
+            self._refuse_if_too_big(estimate, capacity)
+        return PreparedJob(spec.model_dump(mode="json"), estimate, capacity)
 
-    def build_spec(self, request: JobCreate) -> dict[str, Any]:
-        """The stored job spec for ``request`` (see ``prepare``)."""
-        return self.prepare(request).spec
-
-    def _check_against_model(self, spec: JobSpec) -> JobEstimate:
-        """Reject now what the worker would reject (family rules, inputs, weight files) and what
-        cannot fit this machine: nothing is queued. -> the job's estimate."""
+    def _check_against_model(self, spec: JobSpec) -> tuple[JobEstimate, Capacity]:
+        """Reject now what the worker would reject (family rules, inputs, weight files): nothing is
+        queued. -> the job's estimate and what this machine can give it."""
         try:
             plan = plan_job(spec, self.settings)
         except (InvalidInputError, ModelUnavailableError) as exc:
             detail = [{"loc": ["body"], "msg": exc.message, "type": exc.kind.value}]
             raise JobRejected(exc.message, exc.advice or "Fix the job and send it again.", detail) from None
         capacity = self.capacity()
-        estimate = estimate_plan(plan, self.settings, capacity.device_type)
-        self._refuse_if_too_big(estimate, capacity)
-        return estimate
+        return estimate_plan(plan, self.settings, capacity.device_type), capacity
 
     @staticmethod
     def _refuse_if_too_big(estimate: JobEstimate, capacity: Capacity) -> None:
@@ -223,9 +221,11 @@ class JobService:
         """Queue ``request`` for ``client`` (a token hash or an address; None = not counted per client).
         -> (job, created). Raises ``JobRejected``, ``QueueFull``, ``IdempotencyConflict``.
         A job for a catalog model that is not downloaded waits in the queue for its pull."""
-        prepared = self.prepare(request)
+        prepared = self.prepare(request, check_fit=False)
         spec = prepared.spec
         earlier = self.store.find_by_idempotency_key(idempotency_key) if idempotency_key else None
+        if earlier is None:  # a retry of an accepted request gets its job, even if the disk filled since
+            self._refuse_if_too_big(prepared.estimate, prepared.capacity)
         waiting_for = self._model_wait(request) if earlier is None else None
         with self._submit_lock:
             queued = self.store.count(JobStatus.QUEUED)
