@@ -14,36 +14,40 @@ RUN set -eu; \
       rm -rf /var/lib/apt/lists/*; \
     fi
 
-# --- builder: a virtual environment with torch and the dependencies, and the project's wheel ---
-# Layers from the slowest-changing to the fastest: a code change rebuilds only the small wheel.
+# --- builder: the project's wheel (the runtime stage gets the wheel, not the source tree) -------
 FROM python-base AS builder
-# The torch build the workers get (override for a CUDA version, or a CPU build).
-ARG TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
-# 1 = install only from the wheels in build/wheelhouse (`make image IMAGE_OFFLINE=1` fills it).
-ARG PIP_OFFLINE=0
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
-# The glob keeps the build working when build/wheelhouse is absent (wheelhouse.txt always exists).
-COPY docker/wheelhouse.txt build/wheelhous[e] /wheels/
-RUN python3 -m venv /opt/steadyframe
-RUN set -eu; args="--find-links /wheels"; [ "$PIP_OFFLINE" = 1 ] && args="$args --no-index"; \
-    /opt/steadyframe/bin/pip install $args $TORCH_SPEC
-COPY pyproject.toml /src/
-RUN set -eu; args="--find-links /wheels"; [ "$PIP_OFFLINE" = 1 ] && args="$args --no-index"; \
-    /opt/steadyframe/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' >/src/requirements.txt; \
-    /opt/steadyframe/bin/pip install $args $TORCH_SPEC -r /src/requirements.txt
-COPY README.md /src/
+# Set by scripts/build-image.sh for an offline build: pip reads them from the environment and then
+# installs only from the loopback wheelhouse (PIP_NO_INDEX=1, PIP_FIND_LINKS=http://127.0.0.1:…/).
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
+ARG PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG PIP_NO_CACHE_DIR=1
+ARG PIP_ROOT_USER_ACTION=ignore
+COPY pyproject.toml README.md /src/
 COPY src /src/src
-RUN set -eu; args="--find-links /wheels"; [ "$PIP_OFFLINE" = 1 ] && args="$args --no-index"; \
-    /opt/steadyframe/bin/pip wheel --no-deps $args -w /dist /src
+RUN python3 -m venv /opt/build && /opt/build/bin/pip wheel --no-deps -w /dist /src
 
-# --- runtime: the venv, a non-root user, volumes, init, healthcheck -----------------------------
+# --- runtime: torch, the dependencies and the wheel in a venv; a non-root user, volumes, init ----
+# Layers from the slowest-changing to the fastest: a code change reinstalls only the small wheel.
 FROM python-base AS runtime
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/steadyframe steadyframe \
     && mkdir -p /data /models /hf-cache \
     && chown steadyframe:steadyframe /data /models /hf-cache
-COPY --from=builder /opt/steadyframe /opt/steadyframe
+# The torch build the workers get (override for a CUDA version, or a CPU build).
+ARG TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
+ARG PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG PIP_NO_CACHE_DIR=1
+ARG PIP_ROOT_USER_ACTION=ignore
+RUN python3 -m venv /opt/steadyframe && /opt/steadyframe/bin/pip install $TORCH_SPEC
+COPY pyproject.toml /tmp/steadyframe-build/
+RUN set -eu; cd /tmp/steadyframe-build; \
+    /opt/steadyframe/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' >requirements.txt; \
+    /opt/steadyframe/bin/pip install $TORCH_SPEC -r requirements.txt; \
+    cd / && rm -rf /tmp/steadyframe-build
 COPY --from=builder /dist /tmp/dist
-RUN /opt/steadyframe/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl && rm -rf /tmp/dist
+RUN /opt/steadyframe/bin/pip install --no-deps --no-index /tmp/dist/*.whl && rm -rf /tmp/dist
 COPY docker/entrypoint.sh /usr/local/bin/steadyframe-entrypoint
 COPY docker/healthcheck.py /usr/local/lib/steadyframe-healthcheck.py
 ENV PATH=/opt/steadyframe/bin:$PATH \

@@ -44,7 +44,8 @@ IMAGE ?= steadyframe:local
 BASE_IMAGE ?= nvidia/cuda:13.0.1-runtime-ubuntu24.04
 IMAGE_TORCH_SPEC ?= $(TORCH_SPEC)
 # 1 = no package index during the build: every wheel comes from build/wheelhouse, which this
-# machine's pip fills (its Python must match the base image's: cp311 for Debian bookworm).
+# machine's pip fills (its Python must match the base image's: cp311 for Debian bookworm) and
+# scripts/build-image.sh serves to the build on loopback.
 IMAGE_OFFLINE ?= 0
 WHEELHOUSE := build/wheelhouse
 # What `make test-container` builds: the Debian base made offline, the torch the suite uses (local disk).
@@ -59,15 +60,12 @@ wheelhouse: | $(BIN)/python
 	  nice $(BIN)/python -m pip download -q -d $(WHEELHOUSE) --only-binary=:all: \
 	    $(IMAGE_TORCH_SPEC) "setuptools>=68" wheel . && echo "$$want" > $(WHEELHOUSE)/.filled; fi
 
-# The builder stage stays behind as untagged images: they are the layer cache that makes a rebuild
-# after a code change take seconds (`docker image prune` drops it; the next build is cold again).
+# Docker's layer cache (untagged images; `docker image prune` drops it) makes a rebuild after a code
+# change take seconds: only the project's wheel is rebuilt and reinstalled.
 image:
-	mkdir -p $(WHEELHOUSE)
 	@if [ "$(IMAGE_OFFLINE)" = 1 ]; then $(MAKE) --no-print-directory wheelhouse IMAGE_TORCH_SPEC="$(IMAGE_TORCH_SPEC)"; fi
-	DOCKER_BUILDKIT=0 nice docker build --network host -t $(IMAGE) \
-	  --build-arg BASE_IMAGE=$(BASE_IMAGE) \
-	  --build-arg TORCH_SPEC="$(IMAGE_TORCH_SPEC)" \
-	  --build-arg PIP_OFFLINE=$(IMAGE_OFFLINE) .
+	IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) TORCH_SPEC="$(IMAGE_TORCH_SPEC)" PYTHON=$(BIN)/python \
+	  WHEELHOUSE=$(if $(filter 1,$(IMAGE_OFFLINE)),$(WHEELHOUSE)) bash scripts/build-image.sh
 
 test-container: install-dev
 	bash scripts/ensure-docker.sh
