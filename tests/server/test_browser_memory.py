@@ -66,12 +66,19 @@ def test_system_tab_charts_memory_with_job_and_failure_markers_linking_to_the_jo
     page: Page, live_server: LiveServer
 ) -> None:
     live_server.wait_for(live_server.submit(prompt="a red kite over hills", steps=2))
-    failed = live_server.wait_for(
-        live_server.submit(prompt="fails while decoding", steps=2, fault={"stage": "decode", "kind": "error"})
-    )
+    decode_error = {"stage": "decode", "kind": "error"}
+    # Two failures back to back: the first one's label must not lie over the second one's marker.
+    live_server.wait_for(live_server.submit(prompt="fails first", steps=2, fault=decode_error))
+    failed = live_server.wait_for(live_server.submit(prompt="fails while decoding", steps=2, fault=decode_error))
     error = failed["error"]
     page.get_by_role("tab", name="System").click()
-    page.wait_for_function(f"({TRACE_POINTS_JS})('failure').length > 0", timeout=JOB_MS)
+    page.wait_for_function(f"({TRACE_POINTS_JS})('failure').length > 1", timeout=JOB_MS)
+    page.locator("#memory-timeline").scroll_into_view_if_needed()
+    covered = page.evaluate(
+        f"() => ({TRACE_POINTS_JS})('failure')"
+        ".filter(([x, y]) => document.elementFromPoint(x, y)?.closest('#memory-timeline .annotation'))"
+    )
+    assert covered == [], f"failure labels cover the markers at {covered}: those cannot be hovered"
     assert len(_points(page, "job started")) >= 2 and _points(page, "job succeeded") and _points(page, "stage")
     assert page.locator("#memory-timeline .scatterlayer .trace .js-line").count() >= 2  # server and worker lines
     legend = page.locator("#memory-timeline .legend").text_content() or ""

@@ -33,6 +33,7 @@ DEFAULT_WINDOW = "15 min"
 REFRESH_S = 3.0  # how often an open System tab looks for changes
 REDRAW_AT_LEAST_S = 30.0  # an unchanged chart is redrawn this often, so its time axis moves on
 FAILURES_LISTED = 8
+FAILURE_LABEL_LIFT_PX = 11  # a failure marker's radius (15 px symbol, 2 px line) and a pixel more
 
 # Marker look per event kind: (legend group, symbol, colour, size). Failures are drawn last, on top.
 # Each group has a lane in the strip above the memory lines, so markers never hide each other or a line.
@@ -201,9 +202,12 @@ def timeline_figure(snapshot: HistorySnapshot, window_s: float) -> go.Figure:
         label = f"{failure.error_kind or 'failed'} · {failure.error_id or ''}"
         if failure.job_id:
             label = f"<a href='{_esc(job_link(failure.job_id))}' target='_self'>{_esc(label)}</a>"
+        # Above its marker, never beside it: a label over a later failure's marker (one a few
+        # seconds after it) would take that marker's hover and so hide its kind and error id.
         figure.add_annotation(
             x=when, y=_LANE_ORDER.index("failures"), xref="x", yref="y", text=label, showarrow=False,
-            xanchor="left", xshift=12, font={"color": "#dc2626", "size": 11}, bgcolor="rgba(255,255,255,0.7)",
+            xanchor="left", yanchor="bottom", xshift=-4, yshift=FAILURE_LABEL_LIFT_PX,
+            font={"color": "#dc2626", "size": 11}, bgcolor="rgba(255,255,255,0.7)",
         )  # fmt: skip
     figure.update_yaxes(
         tickvals=list(range(len(_LANE_ORDER))), ticktext=_LANE_ORDER, range=[-0.6, len(_LANE_ORDER) - 0.4],
@@ -214,7 +218,7 @@ def timeline_figure(snapshot: HistorySnapshot, window_s: float) -> go.Figure:
     figure.update_xaxes(title_text="time (server clock)", row=2, col=1)
     figure.update_layout(
         height=540,
-        margin={"l": 70, "r": 20, "t": 30, "b": 40},
+        margin={"l": 70, "r": 20, "t": 44, "b": 40},  # room above the top lane for failure labels
         hovermode="closest",
         legend={"orientation": "h", "y": -0.16},
         uirevision="memory-timeline",  # keep the user's zoom across refreshes
