@@ -34,7 +34,7 @@ from demo_reference import demo_interpolate_video, demo_upscale_video
 from spandrel import ModelLoader
 
 from steadyframe.contracts import LoadEachTime, ModelProvider
-from steadyframe.postprocess import interpolate_frames, upscale_frames
+from steadyframe.postprocess import interpolate_frames, runtime, upscale_frames
 from steadyframe.postprocess.rife import load_rife
 from steadyframe.postprocess.runtime import resolve_device
 from steadyframe.testing import tiny_weights
@@ -152,14 +152,15 @@ def _timed(device: torch.device, work: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _pair(device: torch.device, demo: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Best of ``repeats`` for each, taking turns who goes first (a busy shared CPU drifts)."""
-    times: dict[str, list[float]] = {"demo": [], "ours": []}
+def _best_of(device: torch.device, works: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` for each work, the order rotating every repeat (a busy shared CPU drifts)."""
+    times: dict[str, list[float]] = {name: [] for name in works}
+    order = list(works)
     for repeat in range(repeats):
-        order = [("demo", demo), ("ours", ours)]
-        for name, work in order if repeat % 2 == 0 else order[::-1]:
-            times[name].append(_timed(device, work))
-    return min(times["demo"]), min(times["ours"])
+        shift = repeat % len(order)
+        for name in order[shift:] + order[:shift]:
+            times[name].append(_timed(device, works[name]))
+    return {name: min(spent) for name, spent in times.items()}
 
 
 def compare_with_demo(
@@ -181,13 +182,21 @@ def compare_with_demo(
         as_float = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255.0).to(device)
         name = f"{name} {width}x{height}"
         demo_net = ModelLoader(device="cpu").load_from_file(path).to(device).to(demo_dtype).eval()
-        ours = lambda: upscale_frames(frames, weights=path, scale=4, device=str(device), models=models, on_frame=lambda d, t: None)  # noqa: E731
+        def ours(crop: np.ndarray = frames, reduced: bool = False, path: Path = path) -> object:
+            return upscale_frames(crop, weights=path, scale=4, device=str(device), models=models,
+                                  on_frame=lambda d, t: None, reduced_precision=reduced)  # fmt: skip
+
         demo = lambda: demo_upscale_video(as_float.to(demo_dtype), demo_net, 4)  # noqa: E731
-        upscale_frames(frames[:, :64, :64], weights=path, scale=4, device=str(device), models=models, on_frame=lambda d, t: None)
-        demo_upscale_video(as_float[:, :, :64, :64].to(demo_dtype), demo_net, 4)  # warm both
-        demo_s, ours_s = _pair(device, demo, ours, repeats)
-        results.append((f"upscale x4 {name}", demo_s, ours_s))
-        print(f"  done: demo vs ours, {name}: {demo_s:.2f} s vs {ours_s:.2f} s", flush=True)
+        ours(frames[:, :64, :64])
+        ours(frames[:, :64, :64], reduced=True)
+        demo_upscale_video(as_float[:, :, :64, :64].to(demo_dtype), demo_net, 4)  # warm all three
+        # fast/fastest jobs: bf16 on a CPU with bf16 in hardware (CUDA runs fp16 either way)
+        best = _best_of(device, {"demo": demo, "ours": ours, "fast": lambda: ours(reduced=True)}, repeats)
+        results.append((f"upscale x4 {name}", best["demo"], best["ours"]))
+        if device.type == "cpu":
+            results.append((f"  same, fast/fastest (bf16: {runtime.cpu_has_native_bf16()})", best["demo"], best["fast"]))
+        print(f"  done: demo vs ours (vs fast), {name}: {best['demo']:.2f} s vs {best['ours']:.2f} s "
+              f"({best['fast']:.2f} s)", flush=True)  # fmt: skip
         del demo_net
         release_freed_memory()
     if "rife" not in which:
@@ -200,7 +209,8 @@ def compare_with_demo(
     middle = lambda a, b: rife.predict(a, b, 0.5, 1.0)  # noqa: E731  the same network for both loops
     ours = lambda: interpolate_frames(frames, weights=rife_path, factor=2, device=str(device), models=models, on_frame=lambda d, t: None)  # noqa: E731
     interpolate_frames(frames[:2, :64, :64], weights=rife_path, factor=2, device=str(device), models=models, on_frame=lambda d, t: None)
-    demo_s, ours_s = _pair(device, lambda: demo_interpolate_video(as_float, middle), ours, repeats)
+    best = _best_of(device, {"demo": lambda: demo_interpolate_video(as_float, middle), "ours": ours}, repeats)
+    demo_s, ours_s = best["demo"], best["ours"]
     results.append((f"RIFE v3 HD x2 loop {WIDTH}x{HEIGHT}", demo_s, ours_s))
     _print_demo_table(device, up_frames, rife_frames, results)
 

@@ -159,8 +159,10 @@ def test_post_stages_are_wired_with_scaled_fps_and_half_flow_scale(
 ):
     calls: dict[str, dict] = {}
 
-    def fake_upscale(frames, *, weights, scale, device, models, on_frame, tile=None, out=None):
-        calls["upscale"] = {"weights": weights, "scale": scale, "device": device, "shape": frames.shape, "tile": tile}
+    def fake_upscale(frames, *, weights, scale, device, models, on_frame, tile=None, out=None, reduced_precision=False, used=None):
+        calls["upscale"] = {"weights": weights, "scale": scale, "device": device, "shape": frames.shape, "tile": tile,
+                            "reduced_precision": reduced_precision}  # fmt: skip
+        used["dtype"] = "float32"
         for i in range(len(frames)):
             on_frame(i + 1, len(frames))
         return write_frames(out, frames[:].repeat(scale, axis=1).repeat(scale, axis=2))
@@ -181,7 +183,10 @@ def test_post_stages_are_wired_with_scaled_fps_and_half_flow_scale(
     result = run_job(spec, settings, tmp_path, hooks=hooks, models=keep_loaded)
 
     assert hooks.stages == BASE_STAGES + ["upscale", "interpolate"] + OUTPUT_STAGES
-    assert calls["upscale"] == {"weights": Path("/w/up.pth"), "scale": 2, "device": "cpu", "shape": (9, 64, 96, 3), "tile": None}
+    assert calls["upscale"] == {
+        "weights": Path("/w/up.pth"), "scale": 2, "device": "cpu", "shape": (9, 64, 96, 3), "tile": None,
+        "reduced_precision": False,  # an exact job
+    }  # fmt: skip
     assert calls["interpolate"]["flow_scale"] == 0.5 and calls["interpolate"]["shape"] == (9, 128, 192, 3)
     assert hooks.steps("upscale")[-1] == (9, 9) and hooks.steps("interpolate")[-1] == (17, 17)
     assert (result.frames, result.fps, result.width, result.height) == (17, 16.0, 192, 128)

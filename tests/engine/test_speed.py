@@ -133,3 +133,21 @@ def test_pick_kernel_falls_back_to_sdpa_off_cuda_or_in_full_precision(monkeypatc
     assert attention.pick_kernel("cpu", torch.float16).name == "sdpa"
     assert attention.pick_kernel("cuda", torch.float32).name == "sdpa"
     assert attention.pick_kernel("cuda", torch.bfloat16).name == "sageattention"
+
+
+def test_fast_jobs_upscale_in_bf16_on_a_cpu_that_has_it_and_exact_jobs_in_fp32(
+    settings, keep_loaded, hooks, tmp_path, monkeypatch
+):
+    from steadyframe.postprocess import runtime
+    from steadyframe.testing.tiny_weights import save_realesrgan_x2plus
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    weights = save_realesrgan_x2plus(tmp_path / "w" / "RealESRGAN_x2plus.pth")
+    recorded = {}
+    for speed in ("exact", "fast"):
+        spec = JobSpec(prompt=PROMPT, model="tiny-t2v", steps=2, seed=3, speed=speed, upscale=2, upscale_model=str(weights))
+        result = run_job(spec, settings, tmp_path / speed, hooks=hooks, models=keep_loaded)
+        recorded[speed] = result.speed["upscale_dtype"]
+        sidecar = json.loads((tmp_path / speed / "result.json").read_text())
+        assert sidecar["speed"]["upscale_dtype"] == recorded[speed]
+    assert recorded == {"exact": "float32", "fast": "bfloat16"}

@@ -268,6 +268,7 @@ def _upscale(run: _Run, frames: Frames) -> FrameFile:
     count, height, width = frames.shape[:3]
     file = run.saved.frames_path(Stage.UPSCALE, count * height * width * 3 * spec.upscale**2, "Upscaling")
     tile: int | None = None  # first try: tiles only when a frame does not fit free memory
+    used: dict[str, str] = {}
     while True:
         if tile is not None:
             _release_memory()
@@ -282,6 +283,8 @@ def _upscale(run: _Run, frames: Frames) -> FrameFile:
                 on_frame=lambda i, total: hooks.step(Stage.UPSCALE, i, total),
                 tile=tile,
                 out=file,
+                reduced_precision=spec.speed != "exact",  # exact: full precision end to end
+                used=used,
             )
         except Exception as exc:
             smaller = _smaller_tile(tile, frames, SMALLEST_RECOVERY_TILE)
@@ -291,6 +294,7 @@ def _upscale(run: _Run, frames: Frames) -> FrameFile:
             continue  # the failed pass's memory is released at the top of the loop, once exc is gone
         if tile is not None:
             run.recoveries[Stage.UPSCALE.value] = f"{tile}-px tiles"
+        run.saved.speed["upscale_dtype"] = used["dtype"]  # kept in the manifests after this stage
         assert isinstance(made, FrameFile)  # a factor above 1 with ``out`` streams to the file
         return made
 

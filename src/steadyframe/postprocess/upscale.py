@@ -1,7 +1,8 @@
 """Super-resolution of video frames through spandrel (Real-ESRGAN family and any other SR file).
 
 Input and output: RGB ``uint8 [F, H, W, 3]``. The network runs in fp16 (else bf16) on CUDA when
-its spandrel descriptor supports it, fp32 on CPU, always in ``channels_last`` memory format (the
+its spandrel descriptor supports it, fp32 on CPU (bf16 for ``fast``/``fastest`` jobs on a CPU
+with bf16 in hardware: 2.2× faster here), always in ``channels_last`` memory format (the
 layout oneDNN and cuDNN convolutions run fastest in: 3.24 s -> 2.08 s for one 720×480 frame on
 this CPU). On a GPU whole frames go through several per forward pass when memory allows; on a
 CPU frames are cut into even tiles of at most 384 px, one per pass (720×480 -> 2×2 tiles of
@@ -124,8 +125,11 @@ def _estimate_bytes_per_pixel(model: torch.nn.Module, scale: int, dtype: torch.d
     return float(element * widest * max(scale * scale, 4) * _LIVE_TENSORS)
 
 
-def load_upscaler(path: Path, device: torch.device, dtype: torch.dtype | None = None) -> Upscaler:
-    """Load an SR weight file through spandrel onto ``device`` (``dtype`` overrides fp16-on-CUDA).
+def load_upscaler(
+    path: Path, device: torch.device, dtype: torch.dtype | None = None, *, reduced_on_cpu: bool = False
+) -> Upscaler:
+    """Load an SR weight file through spandrel onto ``device`` (``dtype`` overrides the rule of
+    ``runtime.half_dtype``: fp16 on CUDA; fp32 on a CPU, bf16 there with ``reduced_on_cpu``).
 
     Raises ``ModelUnavailableError`` when the file is missing, unreadable, not recognised, or
     not a single-image super-resolution model (restoration, face or inpainting models).
@@ -163,8 +167,9 @@ def load_upscaler(path: Path, device: torch.device, dtype: torch.dtype | None = 
         raise ModelUnavailableError(f"'{name}' works on {channels} channels; upscaling needs an RGB (3-channel) model.")
     if dtype is None:
         dtype = half_dtype(
-            device, supports_half=descriptor.supports_half, supports_bfloat16=descriptor.supports_bfloat16
-        )
+            device, supports_half=descriptor.supports_half, supports_bfloat16=descriptor.supports_bfloat16,
+            reduced_on_cpu=reduced_on_cpu,
+        )  # fmt: skip
     descriptor.to(device).to(dtype).eval()
     descriptor.model.to(memory_format=torch.channels_last)
     requirements = descriptor.size_requirements
@@ -189,6 +194,8 @@ def upscale_frames(
     on_frame: Callable[[int, int], None],
     tile: int | None = None,
     out: Path | None = None,
+    reduced_precision: bool = False,
+    used: dict[str, str] | None = None,
 ) -> np.ndarray | FrameFile:
     """Upscale every frame by ``scale`` (1, 2 or 4) with the SR network in ``weights``.
 
@@ -200,6 +207,8 @@ def upscale_frames(
     The network is held through ``models.acquire("upscale:<file>@<device>", ...)``.
     ``on_frame(done, total)`` runs after each output frame; whatever it raises propagates.
     ``tile``: None = tile only when a frame does not fit free memory, 0 = never, N = N-px tiles.
+    ``reduced_precision``: bf16 on a CPU with bf16 in hardware (``fast``/``fastest`` jobs; CUDA
+    runs fp16 either way). ``used``, when given, gets the dtype that ran (``{"dtype": "bfloat16"}``).
     """
     check_frames(frames, "Upscaling")
     if scale not in ALLOWED_FACTORS:
@@ -211,10 +220,16 @@ def upscale_frames(
         return frames  # type: ignore[return-value]
     target = resolve_device(device)
     file = weight_file(weights, kind="upscale", what="upscaling", device=target)
+    reduced = reduced_precision and target.type == "cpu"
+    key = f"{file.key}:reduced" if reduced else file.key  # the provider may hold both loaded
     with (
-        models.acquire(file.key, lambda: load_upscaler(file.path, target), size_mb=file.size_mb) as upscaler,
+        models.acquire(
+            key, lambda: load_upscaler(file.path, target, reduced_on_cpu=reduced), size_mb=file.size_mb
+        ) as upscaler,
         FrameSink(out, (count, height * scale, width * scale, 3)) as sink,
     ):
+        if used is not None:
+            used["dtype"] = str(upscaler.dtype).removeprefix("torch.")
         per_pass = upscaler.frames_per_pass(height, width, tile)
         with torch.inference_mode():
             for first in range(0, count, per_pass):

@@ -112,7 +112,7 @@ class ResultView(BaseModel):
     timings: dict[str, float] = Field(
         default_factory=dict, description="seconds per stage; worker_start when the job had to start a worker"
     )
-    speed: dict[str, Any] | None = Field(None, description="what ran: speed, cache and its knobs, attention kernel")
+    speed: dict[str, Any] | None = Field(None, description="what ran: speed, cache and its knobs, attention kernel, upscaling dtype")
     memory_profile: MemoryProfileView | None = Field(None, description="peak RSS/VRAM per stage, level after cleanup")
 
 
