@@ -46,12 +46,11 @@ SMALLEST_RECOVERY_TILE = 64  # upscale tiles halve after an out-of-memory down t
 
 
 def _release_memory() -> None:
-    """Give a failed attempt's memory back before the stage retries (the model stays loaded)."""
-    import gc
+    """Give a failed attempt's memory back before the stage retries (the model stays loaded):
+    the worker's one cleanup (gc, CUDA cache, malloc_trim)."""
+    from steadyframe.worker.memory import cleanup
 
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    cleanup()
 
 
 def _return_freed_memory() -> None:

@@ -35,27 +35,27 @@ def cleanup() -> None:
     Safe to call any number of times and in any state; it only releases what nothing references.
     """
     gc.collect()
-    torch = _torch()
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        # After a sticky device error every CUDA call raises again; the worker is recycled
-        # anyway, so cleanup must not turn that into a second failure.
-        for step in (torch.cuda.synchronize, torch.cuda.empty_cache, torch.cuda.ipc_collect):
-            try:
-                step()
-            except Exception:
-                break
-    trim = _libc_malloc_trim()
-    if trim is not None:
-        trim(0)  # type: ignore[operator]
+    _release_freed(("synchronize", "empty_cache", "ipc_collect"))
 
 
 def trim() -> None:
     """Return what is already freed to the OS between stages: the CUDA cache and malloc_trim(0).
     No gc here: a collection mid-job runs every pending finalizer on the job's thread; in a Ray
     actor a job once stalled inside that gc.collect() until the stall timeout (Ray fault matrix)."""
+    _release_freed(("empty_cache",))
+
+
+def _release_freed(cuda_steps: tuple[str, ...]) -> None:
+    """``torch.cuda``'s ``cuda_steps`` in order when CUDA is up, then glibc's malloc_trim(0)."""
     torch = _torch()
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
+        # After a sticky device error every CUDA call raises again; the worker is recycled
+        # anyway, so releasing memory must not turn that into a second failure.
+        for step in cuda_steps:
+            try:
+                getattr(torch.cuda, step)()
+            except Exception:
+                break
     trim_heap = _libc_malloc_trim()
     if trim_heap is not None:
         trim_heap(0)  # type: ignore[operator]
