@@ -44,6 +44,7 @@ from steadyframe.capacity import Capacity, DeviceType, Figure
 from steadyframe.engine.memory_levels import describe, device_levels
 from steadyframe.engine.plan import MAX_PROMPT_TOKENS, JobPlan
 from steadyframe.families import DtypeName, Family, ModelRef, builtin_dir
+from steadyframe.model_files import weights_bytes
 from steadyframe.postprocess.plan import interpolated_frame_count
 from steadyframe.settings import Settings
 from steadyframe.video_io import GIF_MAX_FPS, GIF_MAX_SIDE
@@ -51,7 +52,6 @@ from steadyframe.video_io import GIF_MAX_FPS, GIF_MAX_SIDE
 _MB = 2**20
 _GB = 2**30
 _ELEMENT_BYTES: dict[DtypeName, int] = {"float16": 2, "bfloat16": 2, "float32": 4}
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _COMPONENTS = ("transformer", "text_encoder", "vae")
 
 WORKER_BASELINE_MB = 900.0  # a worker's RSS with torch + diffusers imported (see the docstring's baseline)
@@ -161,11 +161,6 @@ class JobEstimate:
 # --- weights -------------------------------------------------------------------------------
 
 
-def _component_file_bytes(folder: Path, component: str) -> int:
-    files = [p for p in (folder / component).rglob("*") if p.suffix in _WEIGHT_SUFFIXES and p.is_file()]
-    return sum(p.stat().st_size for p in files)
-
-
 def _file_bytes(path: Path | None) -> int:
     try:
         return path.stat().st_size if path is not None else 0
@@ -188,7 +183,7 @@ def pipeline_weights(family: Family, folder: Path | None, device: DeviceType) ->
     they are there (holding the family's dtype), else from the family's parameter counts."""
     element = _ELEMENT_BYTES[family.dtype_on(device)]
     if folder is not None:
-        on_disk = {c: _component_file_bytes(folder, c) for c in _COMPONENTS}
+        on_disk = {c: weights_bytes(folder / c) for c in _COMPONENTS}
         if all(on_disk.values()):
             ratio = element / _ELEMENT_BYTES[family.dtype]
             sized = {c: int(b * ratio) for c, b in on_disk.items()}

@@ -20,10 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from steadyframe.disk_usage import bytes_under, files_bytes, files_under
+
 COMPLETE_MARKER = "steadyframe-complete.json"
 PULL_MARKER = ".steadyframe-pull.json"
 PARTIAL_DIR = ".steadyframe-partial"
 PART_SUFFIX = ".part"
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # `hf download --local-dir` keeps its unfinished files here (a folder copied mid-download).
 _HF_LOCAL_DOWNLOADS = Path(".cache") / "huggingface" / "download"
 
@@ -113,26 +116,21 @@ def read_pull_marker(folder: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _files_size(paths: list[Path]) -> int:
-    total = 0
-    for path in paths:
-        try:
-            total += path.stat().st_size
-        except OSError:
-            pass
-    return total
+def weights_bytes(folder: Path) -> int:
+    """Bytes of the weight files (safetensors, pickles) under ``folder``."""
+    return bytes_under(folder, WEIGHT_SUFFIXES)
 
 
 def folder_size(folder: Path) -> int:
     """Bytes held by every file under ``folder`` (symlinks followed, as the HF cache uses them)."""
-    return _files_size([p for p in folder.rglob("*") if p.is_file()])
+    return bytes_under(folder)
 
 
 def partial_bytes(folder: Path) -> int:
     """Bytes an unfinished pull holds: finished files plus ``.part`` files (marker files aside)."""
     if not folder.is_dir():
         return 0
-    return folder_size(folder) - _files_size([folder / PULL_MARKER])
+    return folder_size(folder) - files_bytes([folder / PULL_MARKER])
 
 
 def _unfinished(folder: Path) -> bool:
@@ -140,7 +138,7 @@ def _unfinished(folder: Path) -> bool:
     if (folder / PULL_MARKER).exists() or (folder / PARTIAL_DIR).is_dir():
         return True
     downloads = folder / _HF_LOCAL_DOWNLOADS
-    return downloads.is_dir() and any(downloads.rglob("*.incomplete"))
+    return bool(files_under(downloads, (".incomplete",)))
 
 
 def check_complete(folder: Path, record: CompletionRecord) -> str | None:

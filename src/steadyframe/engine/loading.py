@@ -17,6 +17,7 @@ from steadyframe.engine.memory_levels import apply_memory_level
 from steadyframe.engine.tiny_models import ensure_tiny_model
 from steadyframe.errors import ModelUnavailableError
 from steadyframe.families import Family, ModelRef
+from steadyframe.model_files import weights_bytes
 from steadyframe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,5 +103,4 @@ def _quiet_library_progress() -> None:
 
 def weights_size_mb(folder: Path) -> float:
     """Size of the weight files on disk, a hint for the model manager's memory budget."""
-    files = [p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file()]
-    return sum(p.stat().st_size for p in files) / 2**20
+    return weights_bytes(folder) / 2**20

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from steadyframe.catalog import CatalogEntry, entry_state
-from steadyframe.model_files import FolderState
+from steadyframe.model_files import FolderState, weights_bytes
 from steadyframe.server.pulls import PullManager
 from steadyframe.server.schemas import CatalogModelView, DownloadView, PullProblemView
 from steadyframe.settings import Settings
 
 _MB = 2**20
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-def _weights_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
 
 
 def label_names(label: str) -> set[str]:
@@ -39,7 +32,7 @@ def catalog_model_view(
         download = DownloadView(bytes_done=state.partial_bytes, bytes_total=total, fraction=fraction)
     memory = None
     if state.state == "present" and state.folder is not None and state.folder.is_dir():
-        memory = _weights_bytes(state.folder) / _MB or None
+        memory = weights_bytes(state.folder) / _MB or None
     elif state.total_bytes:
         memory = state.total_bytes / _MB
     folder_name = state.folder.name if state.folder is not None else None

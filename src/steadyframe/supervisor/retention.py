@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from steadyframe.disk_usage import bytes_under
 from steadyframe.jobs.base import JobStatus, JobStore
 from steadyframe.logs import get_logger
 from steadyframe.settings import Settings
@@ -18,12 +19,6 @@ log = get_logger("supervisor.retention")
 class RetentionReport:
     jobs_removed: int
     bytes_freed: int
-
-
-def _dir_bytes(path: Path) -> int:
-    if not path.exists():
-        return 0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def apply_retention(store: JobStore, settings: Settings, *, now: float | None = None) -> RetentionReport:
@@ -44,14 +39,14 @@ def apply_retention(store: JobStore, settings: Settings, *, now: float | None = 
     def _drop(job_id: str) -> None:
         nonlocal freed
         folder = outputs / job_id
-        freed += _dir_bytes(folder)
+        freed += bytes_under(folder)
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(job_id)
 
     for record in oldest_first(finished_before=now - settings.retention_days * 86400):
         _drop(record.id)
     cap = settings.retention_max_gb * 1024**3
-    total = _dir_bytes(outputs)
+    total = bytes_under(outputs)
     if total - freed > cap:
         total -= freed
         for record in oldest_first():
@@ -59,7 +54,7 @@ def apply_retention(store: JobStore, settings: Settings, *, now: float | None = 
                 break
             if record.id in removed:
                 continue
-            size = _dir_bytes(outputs / record.id)
+            size = bytes_under(outputs / record.id)
             _drop(record.id)
             total -= size
     delete(removed)
@@ -84,7 +79,7 @@ def _expire_uploads(store: JobStore, settings: Settings, now: float) -> int:
     freed = 0
     for folder in root.iterdir():
         if folder.stat().st_mtime < cutoff and folder.resolve() not in in_use:
-            freed += _dir_bytes(folder) if folder.is_dir() else folder.stat().st_size
+            freed += bytes_under(folder) if folder.is_dir() else folder.stat().st_size
             if folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)
             else:
