@@ -102,7 +102,9 @@ class Server:
 
     def model(self, name: str) -> dict[str, Any]:
         with self.client() as http:
-            return dict(http.get(f"/v1/models/{name}").json())
+            response = http.get(f"/v1/models/{name}")
+            assert response.status_code == 200, f"GET /v1/models/{name}: {response.status_code} {response.text}"
+            return dict(response.json())
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
