@@ -201,6 +201,8 @@ class FrameSink:
         if self._writer is not None:
             return self._writer.finish()
         assert self._array is not None
+        if self._next != len(self._array):  # the rest would be uninitialised memory, as FrameWriter.finish refuses
+            raise ValueError(f"{self._next} of {len(self._array)} frames appended")
         return self._array
 
     def __enter__(self) -> FrameSink:
