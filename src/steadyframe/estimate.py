@@ -12,7 +12,9 @@ it is derived from:
   on its device, so RAM holds all weights once at every level.
 - **placement**: levels 0-2 on a GPU hold all weights in VRAM; 3 (model offload) keeps them in
   RAM with the running component in VRAM; 4 (group offload) two blocks of it (the one running,
-  the next prefetched); 5 (sequential offload) one. On a CPU (and MPS, unified memory) all is RAM.
+  the next prefetched); 5 (sequential offload) one. Read from the ladder's own table
+  (``MemoryLevel.offloaded``, ``.blocks_on_gpu``, ``.fp8_storage``, ``.vae_tiling``).
+  On a CPU (and MPS, unified memory) all is RAM.
 - **denoise**: the widest moment of one transformer block over the batch (2 with classifier-free
   guidance): tokens × hidden size × 10 elements (the feed-forward's 4× intermediate; q, k, v and
   the attention output; the residual and its norm). Attention runs in a memory-efficient kernel,
@@ -42,10 +44,11 @@ from typing import Any, Literal
 
 from steadyframe.capacity import Capacity, DeviceType, Figure
 from steadyframe.engine.memory_levels import describe, device_levels
+from steadyframe.engine.memory_levels import level as memory_level
 from steadyframe.engine.plan import MAX_PROMPT_TOKENS, JobPlan
 from steadyframe.families import DtypeName, Family, ModelRef, builtin_dir
 from steadyframe.model_files import weights_bytes
-from steadyframe.postprocess.plan import interpolated_frame_count
+from steadyframe.postprocess.plan import interpolated_frame_count, sr_bytes_per_pixel, sr_max_tile_side
 from steadyframe.settings import Settings
 from steadyframe.video_io import GIF_MAX_FPS, GIF_MAX_SIDE
 
@@ -64,9 +67,7 @@ VAE_FRAMES_PER_PASS = 8  # two latent frames decoded at a time
 VAE_LIVE_TENSORS = 3
 VAE_TILE = (480, 720)  # diffusers' CogVideoX VAE tile (sample height, width)
 HOST_FRAME_COPIES_BYTES = 4 + 4 + 1  # float32 frames, float32 rounding copy, uint8 clip
-SR_BYTES_PER_PIXEL_ELEMENT = 64 * 16 * 3  # postprocess.upscale's rule: widest conv × 4×4 upsampling × 3 alive
-SR_CPU_TILE = 384  # postprocess.upscale: largest tile side on a CPU
-SR_GPU_TILE = 1024  # postprocess.tiling.MAX_TILE_SIDE
+SR_WIDEST_CHANNELS, SR_NATIVE_SCALE = 64, 4  # the Real-ESRGAN family's widest conv and usual scale
 RIFE_ELEMENTS_PER_PIXEL = 64  # rough: inputs, warped frames, flows, masks, IFNet features
 MP4_BYTES_DIVISOR = 50  # raw RGB bytes / this: generous for H.264 at crf 18
 LATENT_CHECKPOINT_BYTES = 4  # the saved latents, float32 at most
@@ -230,9 +231,9 @@ def _post_bytes(shape: JobShape, weights: Weights, device: DeviceType) -> tuple[
     out_pixels = shape.out_pixels
     stages: list[tuple[float, float]] = []
     if shape.upscale > 1:
-        tile_side = SR_GPU_TILE if device == "cuda" else SR_CPU_TILE
+        tile_side = sr_max_tile_side(device)
         tile = min(shape.width, tile_side) * min(shape.height, tile_side)
-        network = weights.upscaler + SR_BYTES_PER_PIXEL_ELEMENT * element * tile
+        network = weights.upscaler + sr_bytes_per_pixel(SR_WIDEST_CHANNELS, SR_NATIVE_SCALE, element) * tile
         tensors = 3 * (in_pixels + out_pixels) * element  # the frame in and out as network tensors
         frames = 3 * (in_pixels + out_pixels)  # uint8, read from and written to the frame files
         stages.append((frames, network + tensors))
@@ -250,22 +251,23 @@ def _level_needs(shape: JobShape, weights: Weights, device: DeviceType, level: i
     """(RAM, VRAM) bytes at ``level``: the worst phase of load, encode, denoise, decode, post."""
     element = _ELEMENT_BYTES[shape.family.dtype_on(device)]
     sizes = shape.family.sizes
-    transformer = weights.transformer // element if level == 2 else weights.transformer  # fp8: 1 byte a parameter
+    rung = memory_level(level)
+    transformer = weights.transformer // element if rung.fp8_storage else weights.transformer  # 1 byte a parameter
     resident = transformer + weights.text_encoder + weights.vae
     denoise = _denoise_activations(shape, element)
-    decode_device = _decode_device_bytes(shape, element, tiled=level >= 1)
+    decode_device = _decode_device_bytes(shape, element, tiled=rung.vae_tiling)
     decode_host = _decode_host_bytes(shape)
     post_host, post_device = _post_bytes(shape, weights, device)
     load = weights.pipeline
     if device != "cuda":  # the CPU (and MPS, unified memory): every byte is host RAM
         working = max(denoise, decode_device + decode_host, post_host)
         return max(load, resident + working), None
-    if level <= 2:
+    if not rung.offloaded:
         ram_resident, vram_resident = 0, resident
         on = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
     else:
         ram_resident, vram_resident = resident, 0
-        blocks = {3: None, 4: 2, 5: 1}[level]  # whole component, two blocks, one block
+        blocks = rung.blocks_on_gpu
         if blocks is None:
             on = {"encode": weights.text_encoder, "denoise": transformer, "decode": weights.vae}
         else:

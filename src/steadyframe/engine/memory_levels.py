@@ -70,7 +70,14 @@ def _sequential_offload(pipe: Any, device: str) -> None:
 
 @dataclass(frozen=True)
 class MemoryLevel:
-    """One rung of the ladder: its number, words for people, where it runs and how it is applied."""
+    """One rung of the ladder: its number, words for people, where it runs, how it is applied,
+    and where it leaves the weights (what the submit-time estimate counts).
+
+    ``offloaded``: weights live in host RAM and visit the GPU; ``blocks_on_gpu`` then says how
+    much of a component is there at once (None: the whole component; N: N transformer or text
+    encoder blocks, the running one and the prefetched one). ``fp8_storage``: the transformer's
+    weights are kept at one byte per parameter.
+    """
 
     number: int
     name: str
@@ -78,6 +85,9 @@ class MemoryLevel:
     device_types: tuple[str, ...]
     place: Callable[[Any, str], None]  # puts the (VAE-configured) pipeline on the device its way
     vae_tiling: bool = True
+    fp8_storage: bool = False
+    offloaded: bool = False
+    blocks_on_gpu: int | None = None
     requires: Callable[[], bool] = lambda: True
 
     def runs_on(self, device: str) -> bool:
@@ -92,11 +102,18 @@ MEMORY_LEVELS_TABLE: tuple[MemoryLevel, ...] = (
     MemoryLevel(0, "none", "no memory saving", ("cpu", "cuda", "mps"), _to_device, vae_tiling=False),
     MemoryLevel(1, "vae_tiling", "VAE slicing and tiling", ("cpu", "cuda", "mps"), _to_device),
     MemoryLevel(
-        2, "fp8_storage", "fp8 weight storage", ("cpu", "cuda"), _fp8_storage, requires=_float8_available
-    ),
-    MemoryLevel(3, "model_offload", "model CPU offload", ("cuda",), _model_offload),
-    MemoryLevel(4, "group_offload", "group offload with CUDA streams", ("cuda",), _group_offload),
-    MemoryLevel(5, "sequential_offload", "sequential CPU offload", ("cuda",), _sequential_offload),
+        2, "fp8_storage", "fp8 weight storage", ("cpu", "cuda"), _fp8_storage, fp8_storage=True,
+        requires=_float8_available,
+    ),  # fmt: skip
+    MemoryLevel(3, "model_offload", "model CPU offload", ("cuda",), _model_offload, offloaded=True),
+    MemoryLevel(
+        4, "group_offload", "group offload with CUDA streams", ("cuda",), _group_offload, offloaded=True,
+        blocks_on_gpu=2,
+    ),  # fmt: skip
+    MemoryLevel(
+        5, "sequential_offload", "sequential CPU offload", ("cuda",), _sequential_offload, offloaded=True,
+        blocks_on_gpu=1,
+    ),  # fmt: skip
 )
 MEMORY_LEVELS: dict[int, str] = {level.number: level.description for level in MEMORY_LEVELS_TABLE}
 MAX_MEMORY_LEVEL = MEMORY_LEVELS_TABLE[-1].number

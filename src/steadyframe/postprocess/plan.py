@@ -47,6 +47,24 @@ def rife_flow_scale(upscale: int) -> float:
     return 1.0 if upscale == 1 else 0.5
 
 
+# How large an upscaler's working set is, shared by the upscaler (tile planning) and the
+# submit-time estimate, which cannot load the network: the widest conv at the upsampled
+# resolution, a few such tensors alive, in tiles no larger than the device's side.
+SR_LIVE_TENSORS = 3  # live activations per layer during a forward pass, a rough safety factor
+SR_MAX_TILE_SIDE = 1024  # a GPU: larger tiles gain nothing; spare memory batches tiles instead
+SR_CPU_MAX_TILE_SIDE = 384  # a CPU: mid-sized tiles beat whole frames (measured, postprocess.upscale)
+
+
+def sr_max_tile_side(device_type: str) -> int:
+    """The largest tile side an upscaler uses on a device of this type."""
+    return SR_CPU_MAX_TILE_SIDE if device_type == "cpu" else SR_MAX_TILE_SIDE
+
+
+def sr_bytes_per_pixel(widest_channels: int, native_scale: int, element_bytes: int) -> float:
+    """Peak activation bytes per input pixel of an SR network (see the rule above)."""
+    return float(element_bytes * widest_channels * max(native_scale * native_scale, 4) * SR_LIVE_TENSORS)
+
+
 @dataclass(frozen=True)
 class PostprocessPlan:
     """What a job's post-processing turns ``frames``×``height``×``width`` at ``fps`` into."""

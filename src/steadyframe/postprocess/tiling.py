@@ -15,9 +15,10 @@ from typing import Callable
 
 import torch
 
+from steadyframe.postprocess.plan import SR_MAX_TILE_SIDE
+
 DEFAULT_OVERLAP = 32
 MAX_TILES_PER_BATCH = 8
-MAX_TILE_SIDE = 1024  # larger tiles gain nothing on a GPU; spare memory batches tiles instead
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def plan_tiles(
     multiple_of: int = 1,
     overlap: int = DEFAULT_OVERLAP,
     tile: int | None = None,
-    max_side: int = MAX_TILE_SIDE,
+    max_side: int = SR_MAX_TILE_SIDE,
     max_batch: int = MAX_TILES_PER_BATCH,
 ) -> TilePlan:
     """Pick the largest tiles that fit ``budget_bytes`` given ``bytes_per_pixel`` of input.

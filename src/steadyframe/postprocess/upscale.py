@@ -36,17 +36,13 @@ from steadyframe.postprocess.runtime import (
     tensor_to_frames,
     weight_file,
 )
-from steadyframe.postprocess.tiling import MAX_TILE_SIDE, MAX_TILES_PER_BATCH, TilePlan, plan_tiles, run_tiled
+from steadyframe.postprocess.plan import sr_bytes_per_pixel, sr_max_tile_side
+from steadyframe.postprocess.tiling import MAX_TILES_PER_BATCH, TilePlan, plan_tiles, run_tiled
 
 logger = logging.getLogger(__name__)
 
 # share of free memory one frame's activations may use: CPU RAM is shared with the diffusion model
 _BUDGET_SHARE = {"cuda": 0.6, "cpu": 0.25}
-# live activations per network layer during a forward pass, a rough safety factor
-_LIVE_TENSORS = 3
-# largest tile side per device type: on a CPU mid-sized tiles beat whole frames (measured, see
-# above); a GPU wants whole frames
-_MAX_TILE_SIDE = {"cpu": 384}
 # frames (or tiles) per forward pass at most: batching helps GPUs; on a CPU one small tile at a
 # time is what keeps the working set small, so batching there would undo the tiling
 _MAX_FRAMES_PER_PASS = {"cuda": 8}
@@ -74,7 +70,7 @@ class Upscaler:
             budget_bytes=self.budget_bytes(),
             multiple_of=self.multiple_of,
             tile=tile,
-            max_side=_MAX_TILE_SIDE.get(self.device.type, MAX_TILE_SIDE),
+            max_side=sr_max_tile_side(self.device.type),
             max_batch=_MAX_TILES_PER_PASS.get(self.device.type, MAX_TILES_PER_BATCH),
         )
 
@@ -121,8 +117,7 @@ class Upscaler:
 def _estimate_bytes_per_pixel(model: torch.nn.Module, scale: int, dtype: torch.dtype) -> float:
     """Peak activation bytes per input pixel: widest conv, at the upsampled resolution, a few alive."""
     widest = max((m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)), default=64)
-    element = torch.finfo(dtype).bits // 8
-    return float(element * widest * max(scale * scale, 4) * _LIVE_TENSORS)
+    return sr_bytes_per_pixel(widest, scale, torch.finfo(dtype).bits // 8)
 
 
 def load_upscaler(
