@@ -18,7 +18,7 @@ from steadyframe.contracts import JobHooks, JobResult, ModelProvider
 from steadyframe.frame_file import FrameFile, Frames
 from steadyframe.engine import stages
 from steadyframe.engine.checkpoints import Checkpoint, StageCheckpoints
-from steadyframe.engine.compiled import compile_blocks, is_compiled
+from steadyframe.engine.compiled import compile_blocks, compiler_missing, is_compiled
 from steadyframe.engine.devices import resolve_device
 from steadyframe.engine.loading import (
     count_tokens,
@@ -32,6 +32,7 @@ from steadyframe.engine.loading import (
 from steadyframe.engine.memory_levels import describe, effective_level
 from steadyframe.engine.plan import JobPlan, check_prompt_tokens, plan_job
 from steadyframe.job_files import checkpoints_dir
+from steadyframe.logs import get_logger
 from steadyframe.engine.speed import speed_mode
 from steadyframe.media import load_image, load_video_frames
 from steadyframe.postprocess.plan import interpolated_fps, interpolated_frame_count, rife_flow_scale
@@ -40,6 +41,8 @@ from steadyframe.spec import JobSpec
 from steadyframe.stages import Stage
 from steadyframe.taxonomy import is_out_of_memory
 from steadyframe.video_io import write_gif, write_mp4, write_sidecar
+
+log = get_logger("engine.job")
 
 VIDEO_NAME, GIF_NAME, SIDECAR_NAME = "video.mp4", "preview.gif", "result.json"
 SMALLEST_RECOVERY_TILE = 64  # upscale tiles halve after an out-of-memory down to this side
@@ -214,13 +217,18 @@ def _generate(run: _Run, latents: torch.Tensor | None) -> FrameFile:
             folder = locate_weights(plan.ref, settings)  # builds or downloads when absent
             tokens_checked = tokens_checked or _check_tokens_on_disk(plan, folder)  # before the weights load
 
+            no_compiler = compiler_missing(device) if settings.compile_blocks else None
+            if no_compiler is not None:
+                log.warning("compiled blocks are on but this job runs uncompiled: %s", no_compiler)
+            compile_wanted = settings.compile_blocks and no_compiler is None
+
             def loader() -> Any:
                 pipe = load_pipeline(plan.ref, folder, mode=plan.mode, device=device, memory_level=level)
-                if settings.compile_blocks:
+                if compile_wanted:
                     compile_blocks(pipe.transformer)
                 return pipe
 
-            key = _model_key(plan, folder, device, level, settings.compile_blocks)
+            key = _model_key(plan, folder, device, level, compile_wanted)
             pipe = _for_mode(stack.enter_context(models.acquire(key, loader, size_mb=weights_size_mb(folder))), plan)
         hooks.step(Stage.LOAD, 1, 1)
         if latents is None:
@@ -247,6 +255,8 @@ def _generate(run: _Run, latents: torch.Tensor | None) -> FrameFile:
                     )
             _record_compile(pipe, plan, step_times, clock)
             saved.speed = speed_record.to_dict() | {"compiled_blocks": is_compiled(pipe.transformer)}
+            if no_compiler is not None:
+                saved.speed["compile_skipped"] = no_compiler
             del embeds, image, video
             saved.save_latents(latents, plan.seed)
         with clock.stage(Stage.DECODE):
