@@ -234,6 +234,27 @@ def kernel_oom_advice(limit_words: str) -> str:
     )
 
 
+def oom_kill_counts(cgroup: MemoryCgroup | None, *, proc: Path = PROC) -> dict[str, int]:
+    """The OOM-kill counters this process can see: its memory cgroup's (keyed by its folder, so
+    two processes' readings compare only where they share a cgroup) and the system's."""
+    counts = {"system": system_oom_kills(proc=proc)}
+    if cgroup is not None:
+        counts[f"cgroup:{cgroup.path}"] = cgroup.oom_kills()
+    return {name: count for name, count in counts.items() if count is not None}
+
+
+def counts_rose(before: dict[str, int], now: dict[str, int]) -> bool:
+    """Whether any counter both readings hold went up from ``before`` to ``now``."""
+    return any(count > before[name] for name, count in now.items() if name in before)
+
+
+def node_oom_reading() -> dict[str, object]:
+    """What a Ray node tells the head about kernel OOM kills: this process's counters and the
+    limit the kernel enforces here, in words (JSON-able: it crosses the object store)."""
+    cgroup = memory_cgroup()
+    return {"counts": oom_kill_counts(cgroup), "limit": describe_limit(cgroup)}
+
+
 class OomKillWatch:
     """Tells whether the kernel killed a process since the last look.
 
@@ -247,17 +268,16 @@ class OomKillWatch:
         self._seen = self._read()
 
     def _read(self) -> dict[str, int]:
-        counts = {"cgroup": self.cgroup.oom_kills() if self.cgroup else None, "system": system_oom_kills(proc=self.proc)}
-        return {name: count for name, count in counts.items() if count is not None}
+        return oom_kill_counts(self.cgroup, proc=self.proc)
 
     @property
     def sources(self) -> list[str]:
-        return sorted(self._seen)
+        return sorted({name.split(":", 1)[0] for name in self._seen})  # "cgroup", "system"
 
     def claim(self) -> bool:
         """True when any counter rose since the last claim (a kill happened meanwhile)."""
         now = self._read()
-        rose = any(count > self._seen.get(name, count) for name, count in now.items())
+        rose = counts_rose(self._seen, now)
         self._seen = now
         return rose
 

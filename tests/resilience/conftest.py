@@ -17,6 +17,7 @@ import pytest
 
 from steadyframe.jobs.base import JobRecord
 from steadyframe.jobs.sqlite import SqliteJobStore
+from steadyframe.oom_kill import OomKillWatch
 from steadyframe.settings import Settings
 from steadyframe.supervisor import Dispatcher, WorkerSlot
 from steadyframe.supervisor.local import LocalProcessPool
@@ -32,7 +33,10 @@ class Harness:
     def __init__(self, settings: Settings, runner: str, slots: int = 1) -> None:
         self.settings = settings
         self.store = SqliteJobStore(settings.jobs_db)
-        pool = LocalProcessPool(settings, [WorkerSlot(f"w{i}") for i in range(slots)], runner=runner)
+        # blind to this machine's OOM-kill counters: tests/ray OOM-kills an actor for real, which
+        # would make an external SIGKILL here (test_dispatcher) look like the kernel's
+        blind = OomKillWatch(root=settings.data_dir / "no-cgroup", proc=settings.data_dir / "no-proc")
+        pool = LocalProcessPool(settings, [WorkerSlot(f"w{i}") for i in range(slots)], runner=runner, oom_watch=blind)
         self.dispatcher = Dispatcher(settings, self.store, pool=pool)
 
     def start(self) -> "Harness":

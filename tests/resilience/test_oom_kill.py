@@ -211,3 +211,15 @@ def _wait_idle(dispatcher: Dispatcher, *, not_pid: int | None = None) -> int:
 
     _until(idle, "an idle worker")
     return found[0]
+
+
+def test_readings_compare_only_the_counters_both_hold() -> None:
+    """A Ray head compares an actor's Ready reading with a node task's: cgroups are keyed by their
+    folder, so a task in another cgroup never reads as a rise (or hides one) there."""
+    before = {"system": 3, "cgroup:/a": 1}
+    assert oom_kill.counts_rose(before, {"system": 4, "cgroup:/b": 0})
+    assert not oom_kill.counts_rose(before, {"system": 3, "cgroup:/b": 9})
+    assert oom_kill.counts_rose(before, {"system": 3, "cgroup:/a": 2})
+    assert not oom_kill.counts_rose({}, {"system": 9})  # no baseline: nothing is claimed
+    reading = oom_kill.node_oom_reading()
+    assert set(reading) == {"counts", "limit"} and isinstance(reading["limit"], str)

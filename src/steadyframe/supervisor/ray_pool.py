@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from steadyframe.logs import get_logger
+from steadyframe.oom_kill import counts_rose
 from steadyframe.settings import Settings
 from steadyframe.supervisor.pool import ExitCause, PoolEvent, WorkerExited, WorkerPool, WorkerSlot
 from steadyframe.worker import ray_actor
@@ -108,6 +109,9 @@ class RayPool(WorkerPool):
         self._shutting_down = False
         self._next_nodes = 0.0
         self._alive_nodes: set[str] = set()
+        # per node: the kernel OOM-kill counters last seen there (from an actor's Ready, then from
+        # each death's reading), so a death is an OOM kill only if a counter rose since the last look
+        self._oom_seen: dict[str, dict[str, int]] = {}
         self._node_names: dict[str, str] = {}  # every node seen, for words about lost ones
         self._read_nodes()
         self._pump = threading.Thread(target=self._pump_loop, name="steadyframe-ray-pump", daemon=True)
@@ -269,6 +273,8 @@ class RayPool(WorkerPool):
     def _relay(self, worker_id: str, actor: _Actor, message: object) -> None:
         if isinstance(message, Ready):
             actor.pid = message.pid
+            if message.oom_kills is not None:
+                self._oom_seen.setdefault(actor.node_id, dict(message.oom_kills))
         if isinstance(message, ray_actor.StartFailed):
             actor.start_failure = message.traceback  # reported with its exit, which follows
             return
@@ -324,6 +330,12 @@ class RayPool(WorkerPool):
         # The process ended: Ray cannot tell a crash from SIGKILL; the last words on its node can.
         return ExitCause.KILLED, "ended abruptly (its process died without a word: SIGKILL, the OOM killer or a hard exit)"
 
+    def _oom_killed(self, node_id: str, counts: dict[str, int]) -> bool:
+        """Whether the kernel's OOM killer struck on ``node_id`` since the last look there (an
+        actor that ended without a word, its OOM-kill count risen: as the local pool decides)."""
+        before = self._oom_seen.get(node_id)
+        return before is not None and counts_rose(before, counts)
+
     def _died(self, worker_id: str, actor: _Actor, cause: ExitCause, words: str) -> None:
         """Seen dead: fetch the crash stacks it left on its node (bounded), then report."""
         if actor.death is not None:
@@ -345,16 +357,24 @@ class RayPool(WorkerPool):
     def _settle_death(self, worker_id: str, actor: _Actor, now: float) -> None:
         assert actor.death is not None
         words: str | None = None
+        reading: dict[str, Any] | None = None
         if actor.words_ref is not None:
             ready, _ = self._ray.wait([actor.words_ref], timeout=0)
             if not ready and now < actor.words_deadline:
                 return  # its node has a moment more to answer
             if ready:
                 try:
-                    words = self._ray.get(actor.words_ref, timeout=1)
+                    words, reading = self._ray.get(actor.words_ref, timeout=1)
                 except Exception:
                     words = None
         cause, description = actor.death
+        memory_limit: str | None = None
+        if reading is not None:
+            if cause == ExitCause.KILLED and self._oom_killed(actor.node_id, reading["counts"]):
+                memory_limit = f"{reading['limit']} on node {self._node_words(actor.node_id)}"
+                cause = ExitCause.OOM_KILLED
+                description = f"was killed by the kernel's out-of-memory killer (SIGKILL) at {memory_limit}"
+            self._oom_seen[actor.node_id] = {**self._oom_seen.get(actor.node_id, {}), **reading["counts"]}
         if words and actor.killed_at is None:
             for fatal, signal_name in _FATAL_SIGNALS.items():
                 if f"Fatal Python error: {fatal}" in words:
@@ -369,7 +389,7 @@ class RayPool(WorkerPool):
             if self._actors.get(worker_id) is actor:
                 del self._actors[worker_id]
         log.info("worker %s's actor %s", worker_id, description, extra={"worker_id": worker_id})
-        self._events.put(PoolEvent(worker_id, WorkerExited(cause, description, words or None)))
+        self._events.put(PoolEvent(worker_id, WorkerExited(cause, description, words or None, memory_limit)))
 
     # --- nodes -------------------------------------------------------------------------------
 

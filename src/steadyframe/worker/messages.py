@@ -60,6 +60,9 @@ class Ready:
     device: str
     memory: MemoryFigures
     max_memory_level: int = 0
+    # the kernel's OOM-kill counters as this worker saw them at start (oom_kill.oom_kill_counts):
+    # a Ray head's baseline for the node, which it cannot read itself
+    oom_kills: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
+from steadyframe import oom_kill
 from steadyframe.errors import ErrorKind, InvalidInputError
 from steadyframe.job_files import discard_job_scratch
 from steadyframe.logs import get_logger, log_failure, setup_logging
@@ -430,6 +431,7 @@ def start_worker(
             device=worker.device,
             memory=worker.figures(),
             max_memory_level=worker.levels[-1],
+            oom_kills=oom_kill.oom_kill_counts(oom_kill.memory_cgroup()),
         )
     )
     log.info("worker %s ready on %s (baseline RSS %.0f MB)", worker_id, worker.device, worker.baseline_rss_mb)

@@ -210,9 +210,13 @@ class WorkerActor:
             return handle.read()
 
 
-def read_last_words(server_settings_json: str, worker_id: str, pid: int, job_id: str | None = None) -> str | None:
-    """Run on a dead actor's node: what its faulthandler wrote as it died (then the file goes),
-    and the scratch files of the job it died in (its inputs, half-written outputs) go too."""
+def read_last_words(
+    server_settings_json: str, worker_id: str, pid: int, job_id: str | None = None
+) -> tuple[str | None, dict[str, Any]]:
+    """Run on a dead actor's node -> what its faulthandler wrote as it died (then the file goes)
+    and the node's kernel OOM-kill reading (``oom_kill.node_oom_reading``); the scratch files of
+    the job it died in (its inputs, half-written outputs) go too."""
+    from steadyframe.oom_kill import node_oom_reading
     from steadyframe.worker.process import last_words_path
 
     settings = node_settings(server_settings_json)
@@ -221,11 +225,11 @@ def read_last_words(server_settings_json: str, worker_id: str, pid: int, job_id:
         shutil.rmtree(settings.outputs_dir / job_id, ignore_errors=True)
     path = last_words_path(settings.logs_dir, worker_id, pid)
     try:
-        text = path.read_text(errors="replace").strip()
+        text: str | None = path.read_text(errors="replace").strip() or None
         path.unlink()
     except OSError:
-        return None
-    return text or None
+        text = None
+    return text, node_oom_reading()
 
 
 def describe_node(node: dict[str, Any]) -> str:
