@@ -225,6 +225,11 @@ def describe_limit(cgroup: MemoryCgroup | None, *, proc: Path = PROC) -> str:
     return f"this machine's {_gib(ram)} of RAM (no memory limit is set)" if ram else "this machine's RAM"
 
 
+def oom_kill_description(limit_words: str) -> str:
+    """How a pool words a worker the kernel killed for memory (continues "The worker ...")."""
+    return f"was killed by the kernel's out-of-memory killer (SIGKILL) at {limit_words}"
+
+
 def kernel_oom_advice(limit_words: str) -> str:
     """What a user can do after the kernel killed a job's worker for memory."""
     return (

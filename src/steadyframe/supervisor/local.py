@@ -147,7 +147,7 @@ class LocalProcessPool(WorkerPool):
         oom_killed = self._oom_watch.claim()  # asked at every death, so an old kill never explains a new one
         if oom_killed and exitcode == -signal.SIGKILL and not running.killed:
             limit = self._oom_watch.limit_words()
-            words = f"was killed by the kernel's out-of-memory killer (SIGKILL) at {limit}"
+            words = oom_kill.oom_kill_description(limit)
             return WorkerExited(ExitCause.OOM_KILLED, words, last_words, memory_limit=limit)
         return WorkerExited(cause, words, last_words)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from steadyframe.logs import get_logger
-from steadyframe.oom_kill import counts_rose
+from steadyframe.oom_kill import counts_rose, oom_kill_description
 from steadyframe.settings import Settings
 from steadyframe.supervisor.pool import ExitCause, PoolEvent, WorkerExited, WorkerPool, WorkerSlot
 from steadyframe.worker import ray_actor
@@ -368,13 +368,6 @@ class RayPool(WorkerPool):
                 except Exception:
                     words = None
         cause, description = actor.death
-        memory_limit: str | None = None
-        if reading is not None:
-            if cause == ExitCause.KILLED and self._oom_killed(actor.node_id, reading["counts"]):
-                memory_limit = f"{reading['limit']} on node {self._node_words(actor.node_id)}"
-                cause = ExitCause.OOM_KILLED
-                description = f"was killed by the kernel's out-of-memory killer (SIGKILL) at {memory_limit}"
-            self._oom_seen[actor.node_id] = {**self._oom_seen.get(actor.node_id, {}), **reading["counts"]}
         if words and actor.killed_at is None:
             for fatal, signal_name in _FATAL_SIGNALS.items():
                 if f"Fatal Python error: {fatal}" in words:
@@ -383,6 +376,12 @@ class RayPool(WorkerPool):
         if actor.start_failure is not None:
             cause, description = ExitCause.EXITED, f"could not start ({_last_line(actor.start_failure)})"
             words = actor.start_failure
+        memory_limit: str | None = None
+        if reading is not None:  # still "ended abruptly" after its words: was it the kernel's OOM killer?
+            if cause == ExitCause.KILLED and self._oom_killed(actor.node_id, reading["counts"]):
+                memory_limit = f"{reading['limit']} on node {self._node_words(actor.node_id)}"
+                cause, description = ExitCause.OOM_KILLED, oom_kill_description(memory_limit)
+            self._oom_seen[actor.node_id] = {**self._oom_seen.get(actor.node_id, {}), **reading["counts"]}
         if actor.stacks:
             words = actor.stacks if not words else f"{actor.stacks}\n{words}"
         with self._lock:
